@@ -1,0 +1,295 @@
+"""`mixsweep`: the command line. Each subcommand is a thin shell over a function in the package.
+
+Bad input is a `MixsweepError`: printed as one line (`mixsweep: error: ...`), exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from mixsweep.errors import MixsweepError
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+DESCRIPTION = """\
+mixsweep: how does the make-up of the pre-training data change what a model can do after fine-tuning?
+
+An MAE (ViT-B/16) is pre-trained on MS COCO subsets with a varying share of animal images and fine-tuned
+for pet / background / border segmentation on Oxford-IIIT Pet.
+
+Data steps, in the order you run them:
+  mixsweep data synth       write look-alike COCO and Pet data (no download needed)
+  mixsweep data coco-index  COCO instances JSON -> one Parquet row per image, animal / non-animal
+  mixsweep data mix         one pre-training mixture: N images, exactly round(F*N) animal, nested over F
+  mixsweep data pets        Oxford-IIIT Pet manifest with a fixed 70/15/15 split and nested fine-tune subsets
+  mixsweep data pack        pre-resized uint8 images (and masks) for the fast loader, built once per manifest
+  mixsweep demo             all of the above on synthetic data
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is outside [0, 1]")
+    return value
+
+
+# --- data coco-index ---------------------------------------------------------------------------------
+
+def cmd_coco_index(args: argparse.Namespace) -> None:
+    from mixsweep.data.coco import build_coco_index
+    from mixsweep.tables import write_table
+
+    table, summary = build_coco_index(args.annotations, args.images, rule=args.rule,
+                                      unlabelled_as_non_animal=args.unlabelled_as_non_animal,
+                                      allow_missing=args.allow_missing)
+    write_table(table, args.out)
+    print_index_summary(summary)
+    console.print(f"wrote {args.out} ({table.num_rows} rows)")
+
+
+def print_index_summary(summary) -> None:
+    t = Table(title=f"COCO index (rule: {summary.rule})", show_lines=False)
+    t.add_column("class")
+    t.add_column("images", justify="right")
+    t.add_row("animal", str(summary.n_animal))
+    t.add_row("non-animal", str(summary.n_non_animal))
+    t.add_row("neither", str(summary.n_neither))
+    t.add_row("total", str(summary.n_images))
+    console.print(t)
+    c = Table(title="images containing each animal category")
+    c.add_column("category")
+    c.add_column("images", justify="right")
+    for name, n in summary.per_category.items():
+        c.add_row(name, str(n))
+    c.add_row("sum over categories", str(summary.per_category_sum))
+    console.print(c)
+    console.print(
+        f"{summary.n_multi_animal} images hold two or more animal kinds, so the per-category sum "
+        f"({summary.per_category_sum}) counts them more than once; the paper's 25,739 is such a sum. "
+        f"Images are counted once here."
+    )
+
+
+# --- data mix ----------------------------------------------------------------------------------------
+
+def cmd_mix(args: argparse.Namespace) -> None:
+    from mixsweep.data.coco import read_index
+    from mixsweep.data.mixture import build_mixture, mixture_summary
+    from mixsweep.tables import write_table
+
+    index = read_index(args.index)
+    val_index = read_index(args.val_index) if args.val_index else None
+    table = build_mixture(index, args.animal_fraction, size=args.size, seed=args.seed,
+                          val_index=val_index, val_size=args.val_size)
+    write_table(table, args.out)
+    t = Table(title=f"mixture: animal fraction {args.animal_fraction:g}, seed {args.seed}")
+    for col in ("split", "animal", "non-animal", "total"):
+        t.add_column(col, justify="right" if col != "split" else "left")
+    for split, c in mixture_summary(table).items():
+        t.add_row(split, str(c["animal"]), str(c["non_animal"]), str(c["total"]))
+    console.print(t)
+    console.print(f"wrote {args.out}")
+
+
+# --- data pets ---------------------------------------------------------------------------------------
+
+def cmd_pets(args: argparse.Namespace) -> None:
+    from mixsweep.data.pets import build_pets_manifest, manifest_summary
+    from mixsweep.tables import write_table
+
+    table = build_pets_manifest(args.root, seed=args.seed, scheme=args.split, allow_missing=args.allow_missing,
+                                workers=args.workers)
+    write_table(table, args.out)
+    counts = manifest_summary(table)
+    t = Table(title="Oxford-IIIT Pet manifest")
+    t.add_column("split")
+    t.add_column("images", justify="right")
+    for k, v in counts.items():
+        t.add_row(k, str(v))
+    console.print(t)
+    quirky = [(n, q) for n, q in zip(table.column("name").to_pylist(), table.column("quirks").to_pylist()) if q]
+    if quirky:
+        console.print(f"{len(quirky)} images normalised at indexing: " + ", ".join(f"{n} ({q})" for n, q in quirky[:8])
+                      + (" ..." if len(quirky) > 8 else ""))
+    console.print(f"wrote {args.out}")
+
+
+# --- data synth --------------------------------------------------------------------------------------
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from mixsweep.data.synth import write_synth
+
+    paths = write_synth(args.out, scale=args.scale, seed=args.seed, awkward=not args.no_awkward, progress=True)
+    console.print(f"COCO-format: {paths.coco_train_annotations} + {paths.coco_train_images}")
+    console.print(f"             {paths.coco_val_annotations} + {paths.coco_val_images}")
+    console.print(f"Pet-format:  {paths.pets_root}")
+
+
+# --- data pack ---------------------------------------------------------------------------------------
+
+def cmd_pack(args: argparse.Namespace) -> None:
+    from mixsweep.data.packing import pack_mixture, pack_pets
+
+    if bool(args.mix) == bool(args.pets):
+        raise MixsweepError("data pack: give exactly one of --mix (with --images) or --pets")
+    if args.mix:
+        if not args.images:
+            raise MixsweepError("data pack --mix: --images (the COCO image folder) is required")
+        packed = pack_mixture(args.mix, args.images, args.cache, size=args.size, workers=args.workers)
+    else:
+        packed = pack_pets(args.pets, args.cache, size=args.size, workers=args.workers)
+    n_bad = len(packed) - len(packed.valid_indices)
+    console.print(f"packed {len(packed)} images ({n_bad} unreadable) at {packed.path}")
+
+
+# --- demo --------------------------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from mixsweep.demo import run_demo
+
+    run_demo(Path(args.out), scale=args.scale)
+
+
+# --- parser ------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mixsweep", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = sub.add_parser("data", help="index, mix, split and pack the datasets",
+                          description="Data steps: COCO index and mixtures, Pet manifest, packing, synthetic data.")
+    dsub = data.add_subparsers(dest="data_command", metavar="STEP", required=True)
+
+    s = dsub.add_parser("coco-index", help="COCO instances JSON -> Parquet index, one row per image",
+                        description="Read a COCO instances JSON with pycocotools and write one row per image with "
+                                    "its categories and its class (animal / non-animal / neither).")
+    s.add_argument("--annotations", required=True, type=Path, help="instances_train2017.json (or val)")
+    s.add_argument("--images", type=Path, help="image folder; every listed file is checked to exist")
+    s.add_argument("--out", required=True, type=Path, help="output Parquet file")
+    s.add_argument("--rule", choices=("any", "paper"), default="any",
+                   help="any: an animal annotation makes an image animal (default); paper: only images whose "
+                        "one distinct category is an animal")
+    s.add_argument("--unlabelled-as-non-animal", action="store_true",
+                   help="count images with no annotations as non-animal (default: neither)")
+    s.add_argument("--allow-missing", action="store_true", help="drop listed images whose file is missing")
+    s.set_defaults(func=cmd_coco_index)
+
+    s = dsub.add_parser("mix", help="one pre-training mixture at animal fraction F",
+                        description="Choose N training images of which exactly round(F*N) are animal, plus a "
+                                    "validation set at the same fraction. For one seed, mixtures are nested "
+                                    "across F: moving along the grid only swaps images.")
+    s.add_argument("--index", required=True, type=Path, help="index from `data coco-index`")
+    s.add_argument("--animal-fraction", required=True, type=_fraction, help="share of animal images, 0..1")
+    s.add_argument("--size", type=_positive_int,
+                   help="training images N (default: the largest N feasible at every fraction)")
+    s.add_argument("--seed", type=_nonneg_int, default=0, help="draw seed (default 0)")
+    s.add_argument("--val-index", type=Path, help="index of val2017; default: hold a slice out of --index")
+    s.add_argument("--val-size", type=_nonneg_int, help="validation images (default: all of --val-index's "
+                   "feasible size, or 4%% of the smaller class when held out)")
+    s.add_argument("--out", required=True, type=Path, help="output Parquet file")
+    s.set_defaults(func=cmd_mix)
+
+    s = dsub.add_parser("pets", help="Oxford-IIIT Pet manifest with a fixed split",
+                        description="Index the Oxford-IIIT Pet folder (official layout or torchvision's "
+                                    "oxford-iiit-pet/), decode every image once, and write a manifest with a "
+                                    "seeded, breed-stratified 70/15/15 split and nested fine-tune subsets.")
+    s.add_argument("--root", required=True, type=Path, help="folder with images/ and annotations/")
+    s.add_argument("--out", required=True, type=Path, help="output Parquet file")
+    s.add_argument("--seed", type=_nonneg_int, default=0, help="split seed (default 0)")
+    s.add_argument("--split", choices=("stratified", "official"), default="stratified",
+                   help="stratified: 70/15/15 over all usable images (default); official: test.txt is test, "
+                        "trainval.txt is split into train and val")
+    s.add_argument("--allow-missing", action="store_true", help="exclude listed images whose files are missing")
+    s.add_argument("--workers", type=_positive_int, help="decode processes (default: up to 8)")
+    s.set_defaults(func=cmd_pets)
+
+    s = dsub.add_parser("synth", help="write synthetic COCO-format and Pet-format data",
+                        description="Write look-alike data in the real on-disk formats: a COCO instances JSON "
+                                    "with drawn creatures (animal) and man-made scenes, and a Pet folder with "
+                                    "trimaps, including the real archive's awkward files.")
+    s.add_argument("--out", required=True, type=Path, help="output folder")
+    s.add_argument("--scale", choices=("small", "medium"), default="small", help="size (default small)")
+    s.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default 0)")
+    s.add_argument("--no-awkward", action="store_true", help="leave out the awkward Pet files")
+    s.set_defaults(func=cmd_synth)
+
+    s = dsub.add_parser("pack", help="pre-resize images (and masks) for the fast loader",
+                        description="Decode, resize and store images as uint8 arrays once, under a cache folder "
+                                    "keyed by the manifest's content; a second call reuses the pack.")
+    s.add_argument("--mix", type=Path, help="a mixture from `data mix`")
+    s.add_argument("--images", type=Path, help="COCO image folder for --mix")
+    s.add_argument("--pets", type=Path, help="a manifest from `data pets`")
+    s.add_argument("--cache", required=True, type=Path, help="cache folder for packs")
+    s.add_argument("--size", type=_positive_int, default=256, help="stored side length (default 256)")
+    s.add_argument("--workers", type=_positive_int, help="decode processes (default: up to 8)")
+    s.set_defaults(func=cmd_pack)
+
+    s = sub.add_parser("demo", help="run the data steps on synthetic data",
+                       description="Write synthetic data, index it, draw mixtures along a grid, build the Pet "
+                                   "manifest and pack everything, printing what each step produced.")
+    s.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (default runs/demo)")
+    s.add_argument("--scale", choices=("small", "medium"), default="small")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def _version() -> str:
+    from mixsweep import __version__
+
+    return f"mixsweep {__version__}"
+
+
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
+    err_console.print(f"mixsweep: warning: {message}", markup=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _one_line_warnings
+    try:
+        args.func(args)
+    except MixsweepError as e:
+        err_console.print(f"mixsweep: error: {e}", markup=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("mixsweep: interrupted", markup=False)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
