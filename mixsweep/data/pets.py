@@ -76,7 +76,7 @@ def parse_list(path: Path) -> list[PetEntry]:
     """Parse list.txt / trainval.txt / test.txt: `#` comments, then `Image CLASS-ID SPECIES BREED-ID`."""
     if not path.is_file():
         raise MixsweepError(f"{path}: annotation list not found")
-    entries = []
+    entries, seen = [], {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -85,6 +85,9 @@ def parse_list(path: Path) -> list[PetEntry]:
         if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
             raise MixsweepError(f"{path}:{lineno}: expected 'Image CLASS-ID SPECIES BREED-ID', got {line[:60]!r}")
         name, class_id, species, breed_id = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
+        if name in seen:
+            raise MixsweepError(f"{path}:{lineno}: {name} is listed twice (first on line {seen[name]})")
+        seen[name] = lineno
         if species not in (1, 2):
             raise MixsweepError(f"{path}:{lineno}: SPECIES must be 1 (cat) or 2 (dog), got {species}")
         entries.append(PetEntry(name, class_id, "cat" if species == 1 else "dog", breed_id))
