@@ -159,18 +159,25 @@ def cmd_synth(args: argparse.Namespace) -> None:
 # --- data pack ---------------------------------------------------------------------------------------
 
 def cmd_pack(args: argparse.Namespace) -> None:
-    from mixsweep.data.packing import pack_mixture, pack_pets
+    from mixsweep.data.packed import build_pack
 
     if bool(args.mix) == bool(args.pets):
         raise MixsweepError("data pack: give exactly one of --mix (with --images) or --pets")
     if args.mix:
+        from mixsweep.data.mixture import mixture_pack_items, read_mixture
+
         if not args.images:
             raise MixsweepError("data pack --mix: --images (the COCO image folder) is required")
-        packed = pack_mixture(args.mix, args.images, args.cache, size=args.size, workers=args.workers)
+        items = mixture_pack_items([read_mixture(p) for p in args.mix], args.images)
+        packed = build_pack(items, args.cache, size=args.size, fit="crop", workers=args.workers, progress=True)
     else:
-        packed = pack_pets(args.pets, args.cache, size=args.size, workers=args.workers)
+        from mixsweep.data.pets import PACK_FIT, pets_pack_items, read_manifest, trimap_to_labels
+
+        items = pets_pack_items(read_manifest(args.pets), args.pets_root)
+        packed = build_pack(items, args.cache, size=args.size, fit=PACK_FIT, mask_fn=trimap_to_labels,
+                            workers=args.workers, progress=True)
     n_bad = len(packed) - len(packed.valid_indices)
-    console.print(f"packed {len(packed)} images ({n_bad} unreadable) at {packed.path}")
+    console.print(f"pack {packed.key}: {len(packed)} images ({n_bad} unreadable) at {packed.path}")
 
 
 # --- demo --------------------------------------------------------------------------------------------
@@ -249,9 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = dsub.add_parser("pack", help="pre-resize images (and masks) for the fast loader",
                         description="Decode, resize and store images as uint8 arrays once, under a cache folder "
                                     "keyed by the manifest's content; a second call reuses the pack.")
-    s.add_argument("--mix", type=Path, help="a mixture from `data mix`")
+    s.add_argument("--mix", type=Path, nargs="+", help="mixtures from `data mix`; several give one pack of "
+                   "their union (one pack per seed covers a whole fraction grid)")
     s.add_argument("--images", type=Path, help="COCO image folder for --mix")
     s.add_argument("--pets", type=Path, help="a manifest from `data pets`")
+    s.add_argument("--pets-root", type=Path, help="Pet folder, if it moved since the manifest was built")
     s.add_argument("--cache", required=True, type=Path, help="cache folder for packs")
     s.add_argument("--size", type=_positive_int, default=256, help="stored side length (default 256)")
     s.add_argument("--workers", type=_positive_int, help="decode processes (default: up to 8)")

@@ -209,3 +209,25 @@ def mixture_summary(table: pa.Table) -> dict[str, dict[str, int]]:
         out[split] = {"animal": n_a, "non_animal": part.num_rows - n_a, "total": part.num_rows}
     return out
 
+
+
+def read_mixture(path) -> pa.Table:
+    from mixsweep.tables import read_table
+
+    return read_table(path, ("image_id", "file_name", "is_animal", "split"), "mixture",
+                      "make one with `mixsweep data mix`")
+
+
+def mixture_pack_items(mixtures: list[pa.Table], images_dir) -> list:
+    """PackItems for the union of some mixtures (one pack serves every grid point it covers)."""
+    from pathlib import Path
+
+    from mixsweep.data.packed import PackItem
+
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise MixsweepError(f"{images_dir}: COCO image folder not found")
+    files: dict[int, str] = {}
+    for table in mixtures:
+        files.update(zip(table.column("image_id").to_pylist(), table.column("file_name").to_pylist()))
+    return [PackItem(str(i), str(images_dir / files[i])) for i in sorted(files)]

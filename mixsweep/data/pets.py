@@ -24,13 +24,14 @@ import pyarrow.compute as pc
 from mixsweep.data.imread import ImageReadError, is_image_file, read_label_png, read_rgb_image
 from mixsweep.data.mixture import check_fraction, hash_rank, round_half_up
 from mixsweep.errors import MixsweepError
-from mixsweep.tables import read_table
+from mixsweep.tables import read_table, table_metadata
 
 TRIMAP_TO_LABEL = {1: 0, 2: 1, 3: 2}  # pet, background, border
 LABEL_NAMES = ("pet", "background", "border")
 IGNORE_LABEL = 255
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 SPLIT_SCHEMES = ("stratified", "official")
+PACK_FIT = "squash"  # the whole pet and its whole trimap, as the paper resized them; masks nearest
 
 MANIFEST_COLUMNS = [
     "name", "breed", "class_id", "species", "breed_id", "official_split", "image_path", "trimap_path",
@@ -275,3 +276,16 @@ def finetune_subset(manifest: pa.Table, fraction: float, seed: int | None = None
     if fraction > 0 and k == 0:
         raise MixsweepError(f"finetune fraction {fraction:g} of {train.num_rows} train images selects no image")
     return train.take(np.argsort(order, kind="stable")[:k])
+
+
+def pets_pack_items(manifest: pa.Table, root: Path | str | None = None) -> list:
+    """PackItems (image + trimap) of the usable rows; `root` defaults to the one the manifest was built from."""
+    from mixsweep.data.packed import PackItem
+
+    root = Path(root) if root is not None else Path(table_metadata(manifest).get("root", ""))
+    if not root.is_dir():
+        raise MixsweepError(f"{root}: Pet root of the manifest not found (pass the root explicitly)")
+    usable = manifest.filter(pc.equal(manifest.column("usable"), True))
+    return [PackItem(n, str(root / i), str(root / t)) for n, i, t in
+            zip(usable.column("name").to_pylist(), usable.column("image_path").to_pylist(),
+                usable.column("trimap_path").to_pylist())]
