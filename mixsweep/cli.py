@@ -168,7 +168,7 @@ def cmd_pack(args: argparse.Namespace) -> None:
 
         if not args.images:
             raise MixsweepError("data pack --mix: --images (the COCO image folder) is required")
-        items = mixture_pack_items([read_mixture(p) for p in args.mix], args.images)
+        items = mixture_pack_items([read_mixture(p) for p in args.mix], args.images, args.val_images)
         packed = build_pack(items, args.cache, size=args.size, fit="crop", workers=args.workers, progress=True)
     else:
         from mixsweep.data.pets import PACK_FIT, pets_pack_items, read_manifest, trimap_to_labels
@@ -258,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "keyed by the manifest's content; a second call reuses the pack.")
     s.add_argument("--mix", type=Path, nargs="+", help="mixtures from `data mix`; several give one pack of "
                    "their union (one pack per seed covers a whole fraction grid)")
-    s.add_argument("--images", type=Path, help="COCO image folder for --mix")
+    s.add_argument("--images", type=Path, help="COCO image folder of the training rows (train2017/)")
+    s.add_argument("--val-images", type=Path, help="image folder of the validation rows when they come from "
+                   "--val-index (val2017/); default --images")
     s.add_argument("--pets", type=Path, help="a manifest from `data pets`")
     s.add_argument("--pets-root", type=Path, help="Pet folder, if it moved since the manifest was built")
     s.add_argument("--cache", required=True, type=Path, help="cache folder for packs")
@@ -282,7 +284,7 @@ def _version() -> str:
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
-    err_console.print(f"mixsweep: warning: {message}", markup=False)
+    err_console.print(f"mixsweep: warning: {message}", markup=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,7 +70,8 @@ def run_demo(out: Path, scale: str = "small", seed: int = 0) -> dict[str, Path]:
     console.print(t)
 
     console.rule("5. packs: decoded and resized once")
-    coco_pack = build_pack(mixture_pack_items(list(mixes.values()), data.coco_train_images.parent),
+    coco_pack = build_pack(mixture_pack_items(list(mixes.values()), data.coco_train_images,
+                                              data.coco_val_images),
                            out / "cache", fit="crop", progress=True)
     pets_pack = build_pack(pets_pack_items(manifest), out / "cache", fit=PACK_FIT, mask_fn=trimap_to_labels,
                            progress=True)

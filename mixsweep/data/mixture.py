@@ -218,16 +218,23 @@ def read_mixture(path) -> pa.Table:
                       "make one with `mixsweep data mix`")
 
 
-def mixture_pack_items(mixtures: list[pa.Table], images_dir) -> list:
-    """PackItems for the union of some mixtures (one pack serves every grid point it covers)."""
+def mixture_pack_items(mixtures: list[pa.Table], images_dir, val_images_dir=None) -> list:
+    """PackItems for the union of some mixtures (one pack serves every grid point it covers).
+
+    Validation rows drawn from val2017 live in another folder: `val_images_dir` (default `images_dir`,
+    right for a held-out slice).
+    """
     from pathlib import Path
 
     from mixsweep.data.packed import PackItem
 
-    images_dir = Path(images_dir)
-    if not images_dir.is_dir():
-        raise MixsweepError(f"{images_dir}: COCO image folder not found")
-    files: dict[int, str] = {}
+    folders = {"train": Path(images_dir), "val": Path(val_images_dir or images_dir)}
+    for folder in set(folders.values()):
+        if not folder.is_dir():
+            raise MixsweepError(f"{folder}: COCO image folder not found")
+    files: dict[int, Path] = {}
     for table in mixtures:
-        files.update(zip(table.column("image_id").to_pylist(), table.column("file_name").to_pylist()))
-    return [PackItem(str(i), str(images_dir / files[i])) for i in sorted(files)]
+        for i, name, split in zip(table.column("image_id").to_pylist(), table.column("file_name").to_pylist(),
+                                  table.column("split").to_pylist()):
+            files[i] = folders[split] / name
+    return [PackItem(str(i), str(files[i])) for i in sorted(files)]

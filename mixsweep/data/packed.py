@@ -1,0 +1,676 @@
+"""Packed image sets: pre-resized uint8 images (and masks) on disk, built once, and loaders over them.
+
+A CPU PIL loader decodes ~2,200 COCO JPEGs/s with 16 workers while MAE pre-training on one H200 eats
+~7,000 img/s (FACTS.md). So every image is decoded and resized once, into a fixed-size uint8 array on
+disk, and an epoch only gathers rows and augments them in batches on the device (augment.py).
+
+Layout of one pack, `cache_root/<pack_key>/`:
+    images.u8     raw uint8 (N, S, S, 3), row i = item i
+    masks.u8      raw uint8 (N, S, S), only when the items have masks
+    rows.parquet  key, ok, issue, quirks, orig_width, orig_height per row
+    meta.json     version, n, size, fit, has_masks, key
+A pack is built in a temporary folder and renamed into place at the end, so a folder named by its key is
+always complete; the key covers every input file's size and mtime, so a changed file makes a new pack.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import pickle
+import queue
+import shutil
+import sys
+import threading
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from mixsweep.data.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, augment_batch, eval_batch
+from mixsweep.data.imread import ImageReadError, describe_quirks, read_label_png, read_rgb_image, to_rgb
+from mixsweep.errors import MixsweepError
+from mixsweep.hashing import content_key
+
+PACK_VERSION = 1
+FITS = ("crop", "squash")
+_CHUNK = 32  # items per worker task: big enough to amortise the task, small enough for a live progress bar
+
+MaskFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PackItem:
+    """One image (and optional mask) to pack; `key` is the manifest's id for it."""
+
+    key: str
+    image_path: str
+    mask_path: str | None = None
+
+
+def _stat(path: str | None) -> tuple[int | None, int | None]:
+    if path is None:
+        return None, None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime_ns
+
+
+def _fn_name(fn: MaskFn | None) -> str | None:
+    return None if fn is None else f"{fn.__module__}.{fn.__qualname__}"
+
+
+def pack_key(items: Sequence[PackItem], size: int, fit: str, mask_fn: MaskFn | None = None) -> str:
+    """Content key of a pack: version, geometry, mask_fn's name and every file's path, size and mtime.
+
+    mask_fn enters by its qualified name only: changing its body needs a new name or a PACK_VERSION bump.
+    """
+    entries = [
+        (it.key, str(it.image_path), None if it.mask_path is None else str(it.mask_path),
+         *_stat(str(it.image_path)), *_stat(None if it.mask_path is None else str(it.mask_path)))
+        for it in items
+    ]
+    return content_key([PACK_VERSION, size, fit, _fn_name(mask_fn), entries])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding one item (runs in worker processes)
+
+
+def _square_box(w: int, h: int, fit: str) -> tuple[float, float, float, float]:
+    """The source region that becomes the S×S output: the central square ('crop') or everything ('squash')."""
+    if fit == "squash":
+        return 0.0, 0.0, float(w), float(h)
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    return left, top, left + side, top + side
+
+
+def _load_image(path: str, size: int, fit: str) -> tuple[np.ndarray, str, int, int]:
+    """(S,S,3) uint8, quirks, original width, original height. Raises ImageReadError."""
+    try:
+        img = Image.open(path)
+        ow, oh = img.size
+        quirks = describe_quirks(Path(path), img)
+        box = _square_box(ow, oh, fit)
+        if img.format == "JPEG":
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT scaling) while the box stays >= S pixels:
+            # several times faster than a full decode of a 640x480 photo.
+            need = (math.ceil(ow * size / (box[2] - box[0])), math.ceil(oh * size / (box[3] - box[1])))
+            img.draft("RGB", need)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt JPEG data" is noted by the manifests, not per epoch
+            img.load()
+        sx, sy = img.size[0] / ow, img.size[1] / oh
+        box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+        out = to_rgb(img).resize((size, size), Image.Resampling.BICUBIC, box=box)
+        return np.asarray(out, dtype=np.uint8), quirks, ow, oh
+    except Exception:
+        # Let imread name the failure in its usual words (it raises ImageReadError); if it can read the
+        # file after all, the original error stands.
+        read_rgb_image(path)
+        raise
+
+
+def _load_mask(path: str, ow: int, oh: int, size: int, fit: str, mask_fn: MaskFn | None) -> np.ndarray | str:
+    """(S,S) uint8 labels, or the issue as a string."""
+    try:
+        raw = read_label_png(path)
+    except ImageReadError as e:
+        return f"unreadable mask: {e.reason}"
+    if raw.shape != (oh, ow):
+        return f"mask size {raw.shape[1]}x{raw.shape[0]} != image size {ow}x{oh}"
+    # NEAREST only: label values must never be blended. Same box as the image, so the geometry matches.
+    m = np.asarray(Image.fromarray(raw).resize((size, size), Image.Resampling.NEAREST, box=_square_box(ow, oh, fit)))
+    if mask_fn is not None:
+        m = np.asarray(mask_fn(m))
+        if m.shape != (size, size):
+            return f"mask_fn returned shape {m.shape}, expected {(size, size)}"
+        m = m.astype(np.uint8)
+    return m
+
+
+def _pack_chunk(task: tuple) -> list[tuple[int, bool, str, str, int, int]]:
+    """Decode a chunk of items straight into the pack's memmaps; returns (index, ok, issue, quirks, w, h) rows."""
+    folder, n, size, fit, has_masks, mask_fn, chunk = task
+    images = np.memmap(Path(folder) / "images.u8", dtype=np.uint8, mode="r+", shape=(n, size, size, 3))
+    masks = (np.memmap(Path(folder) / "masks.u8", dtype=np.uint8, mode="r+", shape=(n, size, size))
+             if has_masks else None)
+    rows = []
+    for i, image_path, mask_path in chunk:
+        quirks, ow, oh = "", 0, 0
+        try:
+            img, quirks, ow, oh = _load_image(image_path, size, fit)
+            mask = None
+            if has_masks:
+                mask = "no mask for this image" if mask_path is None else _load_mask(
+                    mask_path, ow, oh, size, fit, mask_fn)
+            if isinstance(mask, str):
+                rows.append((i, False, mask, quirks, ow, oh))
+                continue
+            # Written only once image and mask are both good: a bad row stays all zeros.
+            images[i] = img
+            if masks is not None:
+                masks[i] = mask
+            rows.append((i, True, "", quirks, ow, oh))
+        except ImageReadError as e:
+            rows.append((i, False, e.reason, quirks, ow, oh))
+        except Exception as e:  # never fail a whole build on one odd file
+            rows.append((i, False, f"cannot pack ({type(e).__name__}: {str(e)[:80]})", quirks, ow, oh))
+    images.flush()
+    if masks is not None:
+        masks.flush()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building and opening
+
+
+class PackedSet:
+    """An opened pack: read-only memmaps of images (N,S,S,3) and masks (N,S,S), plus per-row metadata."""
+
+    def __init__(self, path: Path, images: np.memmap, masks: np.memmap | None, rows: pa.Table, meta: dict):
+        self.path = path
+        self.images = images
+        self.masks = masks
+        self.rows = rows
+        self.meta = meta
+        self._ok = np.asarray(rows.column("ok").to_numpy(zero_copy_only=False), dtype=bool)
+        self._resident: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    @classmethod
+    def open(cls, path: Path | str) -> PackedSet:
+        path = Path(path)
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except (OSError, ValueError) as e:
+            raise MixsweepError(f"{path}: not a complete pack ({type(e).__name__}: meta.json)") from None
+        if meta.get("version") != PACK_VERSION:
+            raise MixsweepError(f"{path}: pack version {meta.get('version')}, this code reads {PACK_VERSION}")
+        n, s = int(meta["n"]), int(meta["size"])
+        shapes = {"images.u8": (n, s, s, 3)}
+        if meta["has_masks"]:
+            shapes["masks.u8"] = (n, s, s)
+        for name, shape in shapes.items():
+            f = path / name
+            want = int(np.prod(shape))
+            if not f.is_file() or f.stat().st_size != want:
+                raise MixsweepError(f"{f}: missing or truncated (expected {want} bytes); delete {path} to rebuild")
+        images = np.memmap(path / "images.u8", dtype=np.uint8, mode="r", shape=shapes["images.u8"])
+        masks = (np.memmap(path / "masks.u8", dtype=np.uint8, mode="r", shape=shapes["masks.u8"])
+                 if meta["has_masks"] else None)
+        rows = pq.read_table(path / "rows.parquet")
+        if rows.num_rows != n:
+            raise MixsweepError(f"{path}: rows.parquet has {rows.num_rows} rows, meta.json says {n}")
+        return cls(path, images, masks, rows, meta)
+
+    def __reduce__(self):
+        # Pickled (e.g. to a Ray or DataLoader worker) by path: the receiver maps the files itself instead
+        # of receiving gigabytes of array data.
+        return (PackedSet.open, (str(self.path),))
+
+    @property
+    def size(self) -> int:
+        return int(self.meta["size"])
+
+    @property
+    def key(self) -> str:
+        return str(self.meta["key"])
+
+    @property
+    def valid_indices(self) -> np.ndarray:
+        """Row indices of the usable (ok) items, ascending int64."""
+        return np.flatnonzero(self._ok).astype(np.int64)
+
+    def indices_for(self, keys: Sequence[str]) -> np.ndarray:
+        """Row indices of the given item keys (e.g. a fine-tune subset); an unknown key is an error."""
+        where = {k: i for i, k in enumerate(self.rows.column("key").to_pylist())}
+        missing = [k for k in keys if k not in where]
+        if missing:
+            raise MixsweepError(f"{self.path}: {len(missing)} keys not in pack, e.g. {missing[0]!r}")
+        return np.asarray([where[k] for k in keys], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.meta["n"])
+
+
+def _pool_context() -> mp.context.BaseContext:
+    # fork: workers start in milliseconds instead of re-importing torch (spawn/forkserver); they only use
+    # numpy and PIL, so the parent's threads (torch, CUDA) do not matter to them.
+    if sys.platform.startswith("linux"):
+        return mp.get_context("fork")
+    return mp.get_context()
+
+
+def build_pack(
+    items: Sequence[PackItem],
+    cache_root: Path | str,
+    size: int = 256,
+    fit: str = "crop",
+    mask_fn: MaskFn | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> PackedSet:
+    """Pack `items` at S=`size` into cache_root/<pack_key>/ once; an existing complete pack is reused as is.
+
+    fit='crop': shorter side to S, then the central S×S; fit='squash': the whole image to S×S. Images are
+    resized bicubic (antialiased), masks nearest with the same geometry, then `mask_fn` (a picklable,
+    module-level function) maps raw mask values to labels. An unreadable image or mask, or a mask whose
+    size differs from its image's, gives ok=False with the reason in `issue` and zeros in the arrays,
+    plus a warning; the build itself never fails on a bad file.
+    """
+    items = list(items)
+    if fit not in FITS:
+        raise MixsweepError(f"pack fit {fit!r}: expected one of {', '.join(FITS)}")
+    if not isinstance(size, int) or size < 1:
+        raise MixsweepError(f"pack size {size!r}: expected a positive integer")
+    if not items:
+        raise MixsweepError("nothing to pack: the item list is empty")
+    keys = [it.key for it in items]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise MixsweepError(f"pack items have duplicate keys, e.g. {dup!r}")
+    if mask_fn is not None:
+        try:
+            pickle.dumps(mask_fn)
+        except Exception:
+            raise MixsweepError(f"mask_fn {_fn_name(mask_fn)} must be a module-level (picklable) function") from None
+
+    cache_root = Path(cache_root)
+    key = pack_key(items, size, fit, mask_fn)
+    final = cache_root / key
+    if (final / "meta.json").is_file():
+        return PackedSet.open(final)  # built once: no source file is opened again
+
+    n = len(items)
+    has_masks = any(it.mask_path is not None for it in items)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    tmp = cache_root / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        # Pre-sized zero files (sparse): workers write their rows in place, bad rows stay zero.
+        for name, nbytes in (("images.u8", n * size * size * 3), ("masks.u8", n * size * size if has_masks else 0)):
+            if nbytes:
+                with open(tmp / name, "wb") as f:
+                    f.truncate(nbytes)
+        rows = _run_chunks(items, tmp, size, fit, has_masks, mask_fn, workers, progress)
+        table = pa.table({
+            "key": pa.array(keys, pa.string()),
+            "ok": pa.array([r[1] for r in rows], pa.bool_()),
+            "issue": pa.array([r[2] for r in rows], pa.string()),
+            "quirks": pa.array([r[3] for r in rows], pa.string()),
+            "orig_width": pa.array([r[4] for r in rows], pa.int32()),
+            "orig_height": pa.array([r[5] for r in rows], pa.int32()),
+        })
+        pq.write_table(table, tmp / "rows.parquet")
+        meta = {"version": PACK_VERSION, "n": n, "size": size, "fit": fit, "has_masks": has_masks, "key": key}
+        (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1) + "\n")
+        for f in tmp.iterdir():
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+        if final.exists() and not (final / "meta.json").is_file():
+            shutil.rmtree(final)  # not made by a finished build (those appear whole, by rename)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same pack first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    bad = [(it, r[2]) for it, r in zip(items, rows) if not r[1]]
+    for it, issue in bad:
+        warnings.warn(f"pack {key}: {it.image_path}: {issue}; row {it.key!r} marked ok=False", stacklevel=2)
+    if bad:
+        warnings.warn(f"pack {key}: {len(bad)} of {n} items unusable (ok=False in rows.parquet)", stacklevel=2)
+    return PackedSet.open(final)
+
+
+def _run_chunks(items: list[PackItem], folder: Path, size: int, fit: str, has_masks: bool,
+                mask_fn: MaskFn | None, workers: int | None, progress: bool) -> list[tuple]:
+    n = len(items)
+    workers = workers or min(8, os.cpu_count() or 1)
+    entries = [(i, str(it.image_path), None if it.mask_path is None else str(it.mask_path))
+               for i, it in enumerate(items)]
+    tasks = [(str(folder), n, size, fit, has_masks, mask_fn, entries[s:s + _CHUNK]) for s in range(0, n, _CHUNK)]
+    rows: list[tuple] = []
+    pool = _pool_context().Pool(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
+    try:
+        # The pool forks before the progress bar starts its refresh thread.
+        results = pool.imap_unordered(_pack_chunk, tasks) if pool is not None else map(_pack_chunk, tasks)
+        if progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("packing {task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn()) as bar:
+                task_id = bar.add_task(folder.name.split("-")[1], total=n)
+                for chunk_rows in results:
+                    rows.extend(chunk_rows)
+                    bar.advance(task_id, len(chunk_rows))
+        else:
+            for chunk_rows in results:
+                rows.extend(chunk_rows)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    rows.sort(key=lambda r: r[0])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loaders
+
+
+class _End:
+    pass
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _mem_available() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class PackedLoader:
+    """Batches of a pack's usable rows, augmented on `device`; one instance per rank.
+
+    Yields dicts: images float (B,3,out,out) on `device`, masks int64 (B,out,out) or None, index int64
+    (B,) row indices on the CPU.
+
+    Order: each epoch a permutation from PCG64 seeded by (seed, epoch) (call `set_epoch`), the same on
+    every rank; rank r takes positions r, r+W, r+2W, ... so shards are disjoint. Every rank yields the
+    same number of batches so DDP never waits on a missing step:
+      - train, drop_last: every rank keeps floor(n/W) // B full batches; the rest is dropped this epoch;
+      - train, not drop_last: the order is padded cyclically to a multiple of W, last batch partial;
+      - eval (train=False): no shuffle, every usable row exactly once over all ranks. Rank shares differ
+        by at most one row; all ranks yield ceil(ceil(n/W)/B) batches, the last one holding the remainder,
+        which can be empty (B=0) on a rank whose share ends on a batch boundary.
+
+    Data path: `resident` (True, False or 'auto') keeps the whole uint8 pack on the device (auto: when it
+    fits in `resident_fraction` of free device memory, or of available RAM on a CPU) and gathers batches
+    there; otherwise a background thread gathers each batch from the memmap (rows sorted for locality)
+    into pinned memory and copies it on a side stream, `prefetch` batches ahead.
+    """
+
+    def __init__(
+        self,
+        pack: PackedSet,
+        batch_size: int,
+        *,
+        train: bool = True,
+        augment: AugmentConfig | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+        device: torch.device | str = "cpu",
+        resident: bool | str = "auto",
+        prefetch: int = 2,
+        indices: np.ndarray | Sequence[int] | None = None,
+        dtype: torch.dtype = torch.float32,
+        resident_fraction: float = 0.5,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        if resident not in (True, False, "auto"):
+            raise ValueError(f"resident must be True, False or 'auto', got {resident!r}")
+        self.pack = pack
+        self.batch_size = batch_size
+        self.train = train
+        self.augment = augment or AugmentConfig()
+        self.shuffle = shuffle and train
+        self.drop_last = drop_last and train
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.device = torch.device(device)
+        self.prefetch = max(1, prefetch)
+        self.dtype = dtype
+        rows = pack.valid_indices
+        if indices is not None:
+            rows = np.intersect1d(rows, np.asarray(indices, dtype=np.int64))
+        self.rows = rows
+        self.epoch = 0
+        self.resident = self._decide_resident(resident, resident_fraction)
+
+    def _decide_resident(self, resident: bool | str, fraction: float) -> bool:
+        if resident != "auto":
+            return bool(resident)
+        nbytes = self.pack.images.nbytes + (0 if self.pack.masks is None else self.pack.masks.nbytes)
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return nbytes <= fraction * free
+        if self.device.type == "cpu":
+            return nbytes <= fraction * _mem_available()
+        return False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return self.rows
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, epoch])))
+        return self.rows[rng.permutation(len(self.rows))]
+
+    def _geometry(self) -> tuple[int, int]:
+        """(samples this rank takes from the strided shard, number of batches); equal counts on all ranks."""
+        n, w, b = len(self.rows), self.world_size, self.batch_size
+        if self.drop_last:
+            nb = (n // w) // b
+            return nb * b, nb
+        per = -(-n // w)
+        return per, -(-per // b)
+
+    def epoch_batches(self, epoch: int | None = None) -> list[np.ndarray]:
+        """This rank's batches of row indices for an epoch (the current one by default), before augmentation."""
+        order = self._order(self.epoch if epoch is None else epoch)
+        take, nb = self._geometry()
+        if len(order) == 0:
+            return [np.zeros(0, dtype=np.int64) for _ in range(nb)]
+        if self.train and not self.drop_last:
+            order = np.resize(order, take * self.world_size)  # cyclic padding
+        mine = order[self.rank::self.world_size][:take]
+        b = self.batch_size
+        return [mine[i * b:(i + 1) * b] for i in range(nb)]
+
+    def __len__(self) -> int:
+        return self._geometry()[1]
+
+    def _resident_arrays(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # Cached on the pack, so a train and an eval loader on one device share a single copy.
+        name = str(self.device)
+        if name not in self.pack._resident:
+            arrs = []
+            for src in (self.pack.images, self.pack.masks):
+                if src is None:
+                    arrs.append(None)
+                    continue
+                dst = torch.empty(src.shape, dtype=torch.uint8, device=self.device)
+                row = max(1, int(np.prod(src.shape[1:])))
+                step = max(1, (256 << 20) // row)  # 256 MiB at a time: no second full copy in host RAM
+                for s in range(0, len(src), step):
+                    dst[s:s + step].copy_(torch.from_numpy(np.array(src[s:s + step])))
+                arrs.append(dst)
+            self.pack._resident[name] = (arrs[0], arrs[1])
+        return self.pack._resident[name]
+
+    def _generator(self) -> torch.Generator:
+        state = np.random.SeedSequence([self.seed, self.epoch, self.rank, 1]).generate_state(1)[0]
+        return torch.Generator(device=self.device).manual_seed(int(state))
+
+    def _finish(self, images: torch.Tensor, masks: torch.Tensor | None, idx: np.ndarray,
+                gen: torch.Generator) -> dict:
+        cfg = self.augment
+        if self.train:
+            x, m = augment_batch(images, masks, cfg, generator=gen, dtype=self.dtype, channels_last=True)
+        else:
+            x, m = eval_batch(images, masks, cfg.out_size, cfg.mean, cfg.std, dtype=self.dtype, channels_last=True)
+        return {"images": x, "masks": m, "index": torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64))}
+
+    def __iter__(self) -> Iterator[dict]:
+        batches = self.epoch_batches()
+        gen = self._generator()
+        if self.resident:
+            yield from self._iter_resident(batches, gen)
+        else:
+            yield from self._iter_stream(batches, gen)
+
+    def _iter_resident(self, batches: list[np.ndarray], gen: torch.Generator) -> Iterator[dict]:
+        images, masks = self._resident_arrays()
+        if not batches:
+            return
+        # One upload of the epoch's indices; per batch only device-side slicing, no host round trips.
+        flat = torch.from_numpy(np.concatenate(batches).astype(np.int64)).to(self.device, non_blocking=True)
+        start = 0
+        for idx in batches:
+            sel = flat[start:start + len(idx)]
+            start += len(idx)
+            yield self._finish(images.index_select(0, sel),
+                               None if masks is None else masks.index_select(0, sel), idx, gen)
+
+    def _iter_stream(self, batches: list[np.ndarray], gen: torch.Generator) -> Iterator[dict]:
+        pack, device = self.pack, self.device
+        cuda = device.type == "cuda"
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def put(item: object) -> None:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    pass
+
+        def produce() -> None:
+            try:
+                if cuda:
+                    stream = torch.cuda.Stream(device)
+                    s, b = pack.size, self.batch_size
+                    # Two pinned buffers: one being filled while the other's copy is in flight.
+                    bufs = [(torch.empty((b, s, s, 3), dtype=torch.uint8, pin_memory=True),
+                             torch.empty((b, s, s), dtype=torch.uint8, pin_memory=True)
+                             if pack.masks is not None else None) for _ in range(2)]
+                    done: list[torch.cuda.Event | None] = [None, None]
+                for k, idx in enumerate(batches):
+                    if stop.is_set():
+                        return
+                    idx = np.sort(idx)  # ascending rows read the memmap near-sequentially
+                    if not cuda:
+                        imgs = torch.from_numpy(np.take(pack.images, idx, axis=0))
+                        msks = None if pack.masks is None else torch.from_numpy(np.take(pack.masks, idx, axis=0))
+                        put((idx, imgs, msks, None))
+                        continue
+                    slot = k % 2
+                    if done[slot] is not None:
+                        done[slot].synchronize()  # this thread waits, never the training loop
+                    bi, bm = bufs[slot]
+                    # mode='clip': the rows are known valid, and 'raise' would buffer `out` (an extra copy).
+                    np.take(pack.images, idx, axis=0, out=bi.numpy()[:len(idx)], mode="clip")
+                    if bm is not None:
+                        np.take(pack.masks, idx, axis=0, out=bm.numpy()[:len(idx)], mode="clip")
+                    with torch.cuda.stream(stream):
+                        imgs = bi[:len(idx)].to(device, non_blocking=True)
+                        msks = None if bm is None else bm[:len(idx)].to(device, non_blocking=True)
+                        ev = torch.cuda.Event()
+                        ev.record(stream)
+                    done[slot] = ev
+                    put((idx, imgs, msks, ev))
+                put(_End())
+            except BaseException as e:  # surfaced in the consuming thread
+                put(_Failed(e))
+
+        thread = threading.Thread(target=produce, name="packed-loader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if isinstance(item, _End):
+                    return
+                if isinstance(item, _Failed):
+                    raise item.exc
+                idx, imgs, msks, ev = item
+                if ev is not None:
+                    cur = torch.cuda.current_stream(device)
+                    cur.wait_event(ev)  # a device-side wait, not a host sync
+                    # The side stream allocated these; keep the allocator from reusing them too early.
+                    imgs.record_stream(cur)
+                    if msks is not None:
+                        msks.record_stream(cur)
+                yield self._finish(imgs, msks, idx, gen)
+        finally:
+            stop.set()
+            thread.join()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reference loader
+
+
+class FileImageDataset(torch.utils.data.Dataset):
+    """The plain PIL path, for comparison: decode + RandomResizedCrop(bicubic) + hflip + ToTensor + Normalize.
+
+    An unreadable file is skipped with one warning (per worker process) and the next readable file is
+    returned instead, so an epoch never fails on a bad file.
+    """
+
+    def __init__(self, paths: Sequence[Path | str], out_size: int = 224, scale: tuple[float, float] = (0.2, 1.0),
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
+        from torchvision import transforms as T
+
+        self.paths = [str(p) for p in paths]
+        if not self.paths:
+            raise MixsweepError("FileImageDataset: no image paths given")
+        self.transform = T.Compose([
+            T.RandomResizedCrop(out_size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ])
+        self._warned: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        n = len(self.paths)
+        for k in range(n):
+            path = self.paths[(i + k) % n]
+            try:
+                img, _ = read_rgb_image(path)
+            except ImageReadError as e:
+                if path not in self._warned:
+                    self._warned.add(path)
+                    warnings.warn(f"skipping unreadable image {path}: {e.reason}", stacklevel=2)
+                continue
+            return self.transform(img)
+        raise MixsweepError(f"FileImageDataset: none of the {n} images is readable")
