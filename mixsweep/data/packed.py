@@ -43,6 +43,7 @@ from mixsweep.hashing import content_key
 
 PACK_VERSION = 1
 FITS = ("crop", "squash")
+MAX_FILE_WARNINGS = 5
 _CHUNK = 32  # items per worker task: big enough to amortise the task, small enough for a live progress bar
 
 MaskFn = Callable[[np.ndarray], np.ndarray]
@@ -333,10 +334,11 @@ def build_pack(
         raise
 
     bad = [(it, r[2]) for it, r in zip(items, rows) if not r[1]]
-    for it, issue in bad:
+    for it, issue in bad[:MAX_FILE_WARNINGS]:  # a wrong folder would otherwise print one line per image
         warnings.warn(f"pack {key}: {it.image_path}: {issue}; row {it.key!r} marked ok=False", stacklevel=2)
     if bad:
-        warnings.warn(f"pack {key}: {len(bad)} of {n} items unusable (ok=False in rows.parquet)", stacklevel=2)
+        warnings.warn(f"pack {key}: {len(bad)} of {n} items unusable (ok=False, reasons in "
+                      f"{final / 'rows.parquet'})", stacklevel=2)
     return PackedSet.open(final)
 
 
