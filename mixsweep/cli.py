@@ -31,6 +31,10 @@ Data steps, in the order you run them:
   mixsweep data pets        Oxford-IIIT Pet manifest with a fixed 70/15/15 split and nested fine-tune subsets
   mixsweep data pack        pre-resized uint8 images (and masks) for the fast loader, built once per manifest
   mixsweep demo             all of the above on synthetic data
+
+Training, one job from a YAML config (Ray Train, or --local without Ray):
+  mixsweep train pretrain cfg.yaml    MAE pre-training on a mixture
+  mixsweep train finetune cfg.yaml    segmentation fine-tuning (MAE, scratch MAE or ResNet-50)
 """
 
 
@@ -180,6 +184,29 @@ def cmd_pack(args: argparse.Namespace) -> None:
     console.print(f"pack {packed.key}: {len(packed)} images ({n_bad} unreadable) at {packed.path}")
 
 
+# --- train -----------------------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from mixsweep.train.config import load_job
+
+    job = load_job(args.config, kind=args.kind)
+    if args.local:
+        from mixsweep.train.ray_jobs import run_local
+
+        out = run_local(job)
+    else:
+        from mixsweep.train.ray_jobs import run_with_ray
+
+        out = run_with_ray(job, source=str(args.config), address=args.address)
+    t = Table(title=f"{job.kind} {job.run.name}: last epoch")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in sorted(out["metrics"].items()):
+        t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(t)
+    console.print(f"run folder: {out['run_dir']}")
+
+
 # --- demo --------------------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -267,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=_positive_int, default=256, help="stored side length (default 256)")
     s.add_argument("--workers", type=_positive_int, help="decode processes (default: up to 8)")
     s.set_defaults(func=cmd_pack)
+
+    train = sub.add_parser("train", help="run one training job from a YAML config",
+                           description="Run one pre-training or fine-tuning job as a Ray Train TorchTrainer "
+                                       "(data-parallel over scaling.num_workers), or in this process with "
+                                       "--local. Rerunning the same config resumes from its last checkpoint.")
+    train.add_argument("kind", choices=("pretrain", "finetune"), help="job kind (must match the file's `kind`)")
+    train.add_argument("config", type=Path, help="job YAML (see README: Training jobs)")
+    train.add_argument("--local", action="store_true", help="run in this process without Ray")
+    train.add_argument("--address", help="Ray cluster address (default: start or join a local instance)")
+    train.set_defaults(func=cmd_train)
 
     s = sub.add_parser("demo", help="run the data steps on synthetic data",
                        description="Write synthetic data, index it, draw mixtures along a grid, build the Pet "

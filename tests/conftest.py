@@ -16,3 +16,52 @@ def synth_small(tmp_path_factory):
     from mixsweep.data.synth import write_synth
 
     return write_synth(tmp_path_factory.mktemp("synth"), scale="small", seed=0)
+
+
+@pytest.fixture(scope="session")
+def train_inputs(synth_small, tmp_path_factory):
+    """A COCO mixture (F=0.5) and a Pet manifest on the synthetic data, for the training jobs."""
+    from mixsweep.data.coco import build_coco_index
+    from mixsweep.data.mixture import build_mixture
+    from mixsweep.data.pets import build_pets_manifest
+    from mixsweep.tables import write_table
+
+    root = tmp_path_factory.mktemp("train-inputs")
+    index, _ = build_coco_index(synth_small.coco_train_annotations, synth_small.coco_train_images)
+    write_table(build_mixture(index, 0.5, seed=0), root / "mix.parquet")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_table(build_pets_manifest(synth_small.pets_root), root / "pets.parquet")
+    return {"mix": root / "mix.parquet", "pets": root / "pets.parquet", "images": synth_small.coco_train_images,
+            "cache": root / "cache"}
+
+
+def pretrain_config(inputs, storage, name, **run) -> dict:
+    """A tiny pre-training job on the synthetic mixture (seconds on a CPU)."""
+    return {"kind": "pretrain", "preset": "tiny", "seed": 0,
+            "data": {"mixture": str(inputs["mix"]), "images": str(inputs["images"]), "cache": str(inputs["cache"]),
+                     "pack_size": 64},
+            "recipe": {"epochs": 3, "batch_size": 8, "warmup_epochs": 1},
+            "run": {"name": name, "storage": str(storage), **run}}
+
+
+def finetune_config(inputs, storage, name, model="mae", init=None, **run) -> dict:
+    cfg = {"kind": "finetune", "model": model, "preset": "tiny", "seed": 0,
+           "data": {"manifest": str(inputs["pets"]), "cache": str(inputs["cache"]), "pack_size": 64},
+           "recipe": {"epochs": 2, "batch_size": 8, "warmup_epochs": 1},
+           "run": {"name": name, "storage": str(storage), **run}}
+    if init is not None:
+        cfg["init_checkpoint"] = str(init)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for the whole test session (start-up costs tens of seconds here)."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False)
+    yield ray
+    ray.shutdown()

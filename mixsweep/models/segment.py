@@ -1,0 +1,147 @@
+"""Segmentation models: the MAE fine-tuned end to end at mask ratio 0, and a ResNet-50 baseline.
+
+The paper's head ("decoder") runs the whole MAE decoder over every patch and reads a new per-patch linear
+projection as p·p·num_classes logits. The "linear" head drops the decoder and projects the encoder's patch
+tokens directly. Both return full-resolution logits (N, num_classes, H, W).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor
+
+from mixsweep.errors import MixsweepError
+from mixsweep.models.mae import MaskedAutoencoderViT, _few, build_mae, load_mae_checkpoint, read_state_dict
+
+SEG_HEADS = ("decoder", "linear")
+SEG_KINDS = ("mae", "scratch", "resnet50")
+
+# Decoder-side modules the encoder-only head never calls; removed so DDP sees no unused parameters.
+_DECODER_PARTS = ("decoder_embed", "mask_token", "decoder_pos_embed", "decoder_blocks", "decoder_norm")
+
+
+class MAESegmenter(nn.Module):
+    """Per-pixel class logits from an MAE at mask ratio 0.
+
+    Takes ownership of `mae`: the pixel projection `decoder_pred` is removed (and, for the linear head, the
+    whole decoder), so every remaining parameter gets a gradient.
+    """
+
+    def __init__(self, mae: MaskedAutoencoderViT, num_classes: int = 3, head: str = "decoder") -> None:
+        super().__init__()
+        if head not in SEG_HEADS:
+            raise MixsweepError(f"unknown segmentation head {head!r}; choose one of {', '.join(SEG_HEADS)}")
+        self.head_kind = head
+        self.num_classes = num_classes
+        p = mae.patch_size
+        mae.decoder_pred = None
+        if head == "decoder":
+            in_dim = mae.preset.decoder_embed_dim  # tokens come out of decoder_norm
+        else:
+            for name in _DECODER_PARTS:
+                setattr(mae, name, None)
+            in_dim = mae.preset.embed_dim  # tokens come out of the encoder's final LayerNorm
+        self.mae = mae
+        self.head = nn.Linear(in_dim, p * p * num_classes)
+        nn.init.xavier_uniform_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def num_layers(self) -> int:
+        return self.mae.num_layers
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"mae.{k}" for k in self.mae.no_weight_decay() if getattr(self.mae, k, None) is not None}
+
+    def forward(self, imgs: Tensor) -> Tensor:
+        latent, _, ids_restore = self.mae.forward_encoder(imgs, 0.0)
+        if self.head_kind == "decoder":
+            tokens = self.mae.decoder_features(latent, ids_restore)
+        else:
+            tokens = latent[:, 1:, :]  # ratio 0 keeps patches in image order; drop cls
+        logits = self.head(tokens)
+        return self.mae.unpatchify(logits, channels=self.num_classes)
+
+
+class ResNet50Segmenter(nn.Module):
+    """torchvision ResNet-50 up to layer4 (2048 × H/32 × W/32), a 1×1 classifier, bilinear upsampling."""
+
+    def __init__(self, num_classes: int = 3, weights_path: str | Path | None = None) -> None:
+        super().__init__()
+        net = torchvision.models.resnet50(weights=None)
+        if weights_path is not None:
+            _load_resnet_weights(net, weights_path)
+        # avgpool goes too: it would leave a 2048×1×1 map, useless for dense prediction.
+        names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+        self.backbone = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
+        self.classifier = nn.Conv2d(2048, num_classes, kernel_size=1)
+
+    def forward(self, imgs: Tensor) -> Tensor:
+        logits = self.classifier(self.backbone(imgs))
+        return F.interpolate(logits, size=imgs.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _load_resnet_weights(net: nn.Module, path: str | Path) -> None:
+    """Strict on the backbone keys; `fc.*` may be present or not, it is dropped anyway."""
+    sd = read_state_dict(path)
+    own = net.state_dict()
+    wanted = [k for k in own if not k.startswith("fc.")]
+    missing = [k for k in wanted if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        raise MixsweepError(
+            f"{path}: not ResNet-50 weights; missing {len(missing)} keys: {_few(missing) or '-'}; "
+            f"unexpected {len(unexpected)}: {_few(unexpected) or '-'}"
+        )
+    bad = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in wanted if sd[k].shape != own[k].shape]
+    if bad:
+        raise MixsweepError(f"{path}: shape mismatch (file vs model): {_few(bad, 3)}")
+    net.load_state_dict({k: sd[k] for k in wanted}, strict=False)
+
+
+def build_segmenter(
+    kind: str,
+    preset: str = "base",
+    head: str = "decoder",
+    num_classes: int = 3,
+    mae_checkpoint: str | Path | Mapping | None = None,
+    mae_init: str = "full",
+    resnet_weights: str | Path | None = None,
+) -> nn.Module:
+    """kind "mae": MAE weights from `mae_checkpoint` (file or state dict); "scratch": random init; "resnet50"."""
+    if kind == "resnet50":
+        return ResNet50Segmenter(num_classes, resnet_weights)
+    if kind not in SEG_KINDS:
+        raise MixsweepError(f"unknown model kind {kind!r}; choose one of {', '.join(SEG_KINDS)}")
+    mae = build_mae(preset)
+    if kind == "mae":
+        if mae_checkpoint is None:
+            raise MixsweepError("model kind 'mae' needs an MAE checkpoint (mae_checkpoint)")
+        load_mae_checkpoint(mae, mae_checkpoint, mae_init)
+    return MAESegmenter(mae, num_classes=num_classes, head=head)
+
+
+_BLOCK = re.compile(r"blocks\.(\d+)\.")
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """Layer index for layer-wise lr decay: embeddings 0, encoder block i -> i + 1, the rest num_layers + 1."""
+    changed = True
+    while changed:  # wrapper prefixes can stack, e.g. module._orig_mod.mae.
+        changed = False
+        for prefix in ("module.", "_orig_mod.", "mae."):
+            if name.startswith(prefix):
+                name, changed = name[len(prefix) :], True
+    if name in ("cls_token", "pos_embed") or name.startswith("patch_embed."):
+        return 0
+    m = _BLOCK.match(name)
+    if m:
+        return int(m.group(1)) + 1
+    return num_layers + 1

@@ -1,0 +1,1 @@
+"""Training: recipes (optimizers, layer decay, schedules), segmentation metrics and the train loops."""

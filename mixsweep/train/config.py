@@ -1,0 +1,161 @@
+"""Job configs: one YAML file per training job, validated completely before any worker starts.
+
+A bad config is one line naming the file, the key and the problem, e.g.
+`pretrain.yaml: recipe.epochs: Input should be greater than 0`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mixsweep.errors import MixsweepError
+from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScalingSettings(_Strict):
+    """Ray Train's ScalingConfig, as data: workers and what each one gets."""
+
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _gpu_consistent(self):
+        if self.use_gpu and self.gpus_per_worker == 0:
+            object.__setattr__(self, "gpus_per_worker", 1.0)
+        if not self.use_gpu and self.gpus_per_worker > 0:
+            raise ValueError("gpus_per_worker > 0 needs use_gpu: true")
+        return self
+
+    def resources_per_worker(self) -> dict[str, float]:
+        res = {"CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            res["GPU"] = self.gpus_per_worker
+        return res
+
+
+class RunSettings(_Strict):
+    """Where a job writes, how often it checkpoints, how it survives failures."""
+
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._=-]+$")
+    storage: str = "runs"
+    checkpoint_every: int = Field(1, ge=1)
+    pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end
+    max_failures: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    # Test hook: raise after reporting this epoch (first attempt only), to exercise resume.
+    fail_after_epoch: Optional[int] = None
+
+
+class PretrainData(_Strict):
+    mixture: Path
+    images: Path
+    val_images: Optional[Path] = None
+    cache: Path = Path("cache")
+    pack_size: int = Field(256, ge=16)
+    eval_batches: int = Field(0, ge=0)  # 0: the whole validation split
+
+
+class FinetuneData(_Strict):
+    manifest: Path
+    pets_root: Optional[Path] = None
+    cache: Path = Path("cache")
+    pack_size: int = Field(256, ge=16)
+    finetune_fraction: float = Field(1.0, gt=0, le=1)
+    subset_seed: Optional[int] = None  # default: the job's seed
+
+
+class _Job(_Strict):
+    """What every job has: a model preset, a seed, resources and run settings."""
+
+    preset: str = "base"
+    seed: int = Field(0, ge=0)
+    scaling: ScalingSettings = ScalingSettings()
+    run: RunSettings
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        from mixsweep.models.mae import PRESETS
+
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r} (choose from {', '.join(PRESETS)})")
+        return v
+
+
+class PretrainJob(_Job):
+    kind: Literal["pretrain"] = "pretrain"
+    data: PretrainData
+    recipe: PretrainRecipe = PretrainRecipe()
+
+
+class FinetuneJob(_Job):
+    kind: Literal["finetune"] = "finetune"
+    model: Literal["mae", "scratch", "resnet50"] = "mae"
+    head: Literal["decoder", "linear"] = "decoder"
+    init_checkpoint: Optional[Path] = None  # a pre-training checkpoint (state.pt) or an official MAE .pth
+    mae_init: Literal["full", "encoder"] = "full"
+    resnet_weights: Optional[Path] = None
+    data: FinetuneData
+    recipe: FinetuneRecipe = FinetuneRecipe()
+
+    @model_validator(mode="after")
+    def _init_matches_model(self):
+        if self.model == "mae" and self.init_checkpoint is None:
+            raise ValueError("model 'mae' needs init_checkpoint (use model 'scratch' for random init)")
+        if self.model != "mae" and self.init_checkpoint is not None:
+            raise ValueError(f"init_checkpoint is only for model 'mae', not {self.model!r}")
+        return self
+
+
+JOB_TYPES = {"pretrain": PretrainJob, "finetune": FinetuneJob}
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    """First problem of a pydantic error as one line: `source: key.path: message`."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def parse_job(data: dict, source: str = "<config>", kind: str | None = None):
+    """Validate a job config dict; `kind` (pretrain/finetune) defaults to the dict's own `kind` key."""
+    if not isinstance(data, dict):
+        raise MixsweepError(f"{source}: expected a mapping of keys, got {type(data).__name__}")
+    kind = kind or data.get("kind")
+    if kind not in JOB_TYPES:
+        raise MixsweepError(f"{source}: kind: expected one of {', '.join(JOB_TYPES)}, got {kind!r}")
+    if data.get("kind", kind) != kind:
+        raise MixsweepError(f"{source}: kind: the file says {data.get('kind')!r}, the command says {kind!r}")
+    try:
+        return JOB_TYPES[kind].model_validate({**data, "kind": kind})
+    except ValidationError as e:
+        raise MixsweepError(format_validation_error(source, e)) from None
+
+
+def load_job(path: Path | str, kind: str | None = None):
+    """Read and validate a job YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MixsweepError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise MixsweepError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+    return parse_job(data, str(path), kind)

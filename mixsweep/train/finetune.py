@@ -1,0 +1,120 @@
+"""Segmentation fine-tuning on Oxford-IIIT Pet: the pre-trained MAE, or a baseline (scratch MAE, ResNet-50).
+
+A plain function of its config; Ray Train only wraps it. Validation metrics every epoch, test metrics at
+the end, all from one confusion matrix per split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mixsweep.data.augment import AugmentConfig
+from mixsweep.data.packed import PackedLoader, PackedSet, build_pack
+from mixsweep.data.pets import PACK_FIT, finetune_subset, pets_pack_items, read_manifest, trimap_to_labels
+from mixsweep.errors import MixsweepError
+from mixsweep.models.mae import get_preset
+from mixsweep.models.segment import build_segmenter
+from mixsweep.train.config import FinetuneJob
+from mixsweep.train.loop import World, fit
+from mixsweep.train.metrics import SegMetrics
+from mixsweep.train.recipes import build_optimizer, build_scheduler
+
+IGNORE = 255
+
+
+def prepare_finetune_data(job: FinetuneJob) -> Path:
+    """Build (or reuse) the Pet pack on the driver, before any worker starts."""
+    manifest = read_manifest(job.data.manifest)
+    items = pets_pack_items(manifest, job.data.pets_root)
+    return build_pack(items, job.data.cache, size=job.data.pack_size, fit=PACK_FIT, mask_fn=trimap_to_labels).path
+
+
+class FinetuneTask:
+    """Cross-entropy segmentation on a nested fine-tune subset of the Pet train split."""
+
+    def __init__(self, job: FinetuneJob, pack_path: Path | str, world: World):
+        self.job, self.recipe = job, job.recipe
+        self.epochs, self.clip_grad = job.recipe.epochs, job.recipe.clip_grad
+        self.model = build_segmenter(job.model, preset=job.preset, head=job.head,
+                                     mae_checkpoint=job.init_checkpoint, mae_init=job.mae_init,
+                                     resnet_weights=job.resnet_weights)
+        pack = PackedSet.open(pack_path)
+        manifest = read_manifest(job.data.manifest)
+        subset_seed = job.seed if job.data.subset_seed is None else job.data.subset_seed
+        train_names = finetune_subset(manifest, job.data.finetune_fraction, seed=subset_seed).column("name")
+        out = get_preset(job.preset).img_size
+        aug = AugmentConfig(out_size=out, scale=job.recipe.crop_scale, hflip=job.recipe.hflip,
+                            vflip=job.recipe.vflip)
+        common = dict(augment=aug, rank=world.rank, world_size=world.world_size, device=world.device,
+                      seed=job.seed)
+        self.train_loader = PackedLoader(pack, job.recipe.batch_size, train=True,
+                                         indices=pack.indices_for(train_names.to_pylist()), **common)
+        if len(self.train_loader) == 0:
+            raise MixsweepError(
+                f"{job.data.manifest}: the fine-tune subset ({len(train_names)} images at fraction "
+                f"{job.data.finetune_fraction:g}) cannot fill one batch of {job.recipe.batch_size} on each of "
+                f"{world.world_size} workers")
+        self.eval_loaders = {}
+        for split in ("val", "test"):
+            names = manifest.filter(pc.equal(manifest.column("split"), split)).column("name").to_pylist()
+            self.eval_loaders[split] = PackedLoader(pack, job.recipe.batch_size, train=False,
+                                                    indices=pack.indices_for(names), **common)
+        self.world_batch = job.recipe.batch_size * world.world_size
+        self.n_train = len(train_names)
+
+    def build_optimizer(self, model: nn.Module, world: World):
+        layers = get_preset(self.job.preset).depth if self.job.model != "resnet50" else 0
+        opt = build_optimizer(model, self.recipe, self.world_batch, world.device, layer_decay_layers=layers)
+        return opt, build_scheduler(opt, self.recipe, len(self.train_loader), self.world_batch)
+
+    def loss(self, model: nn.Module, batch: dict, gen: torch.Generator) -> torch.Tensor:
+        logits = model(batch["images"])
+        return F.cross_entropy(logits.float(), batch["masks"], ignore_index=IGNORE,
+                               label_smoothing=self.recipe.label_smoothing)
+
+    def _evaluate_split(self, model: nn.Module, split: str, world: World) -> dict[str, float]:
+        metrics = SegMetrics(device=world.device)
+        for batch in self.eval_loaders[split]:
+            if batch["images"].shape[0] == 0:
+                continue
+            logits = model(batch["images"]).float()
+            loss_sum = F.cross_entropy(logits, batch["masks"], ignore_index=IGNORE, reduction="sum")
+            metrics.update(logits, batch["masks"], loss_sum)
+        metrics.all_reduce()
+        return {f"{split}_{k}": v for k, v in metrics.compute().items()}
+
+    def evaluate(self, model: nn.Module, world: World, final: bool) -> dict[str, float]:
+        out = self._evaluate_split(model, "val", world)
+        if final:
+            out.update(self._evaluate_split(model, "test", world))
+        return out
+
+    def save_pictures(self, model: nn.Module, out_dir: Path, tag: str) -> list[Path]:
+        from mixsweep.report.pictures import save_segmentations
+
+        batch = next(iter(self.eval_loaders["test"]), None)
+        if batch is None or batch["images"].shape[0] == 0:
+            return []
+        model.eval()
+        with torch.no_grad():
+            logits = model(batch["images"][:8])
+        aug = self.train_loader.augment
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return [save_segmentations(out_dir / f"segmentations_{tag}.png", batch["images"][:8], batch["masks"][:8],
+                                   logits.argmax(1), aug.mean, aug.std)]
+
+
+def run_finetune(job: FinetuneJob, pack_path: Path | str, world: World) -> dict:
+    """The whole fine-tuning job in this process's world."""
+    torch.manual_seed(job.seed)
+    task = FinetuneTask(job, pack_path, world)
+    meta = {"kind": "finetune", "model": job.model, "preset": job.preset, "seed": job.seed,
+            "finetune_fraction": job.data.finetune_fraction, "n_train": task.n_train,
+            "job": job.model_dump(mode="json")}
+    return fit(task, world, job.seed, job.run.checkpoint_every, job.run.pictures_every, job.run.fail_after_epoch,
+               meta, job.run.compile)

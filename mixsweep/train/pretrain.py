@@ -1,0 +1,107 @@
+"""MAE pre-training on one COCO mixture: a plain function of its config (Ray Train only wraps it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+import torch
+from torch import nn
+
+from mixsweep.data.augment import AugmentConfig
+from mixsweep.data.mixture import mixture_pack_items, read_mixture
+from mixsweep.data.packed import PackedLoader, PackedSet, build_pack
+from mixsweep.errors import MixsweepError
+from mixsweep.models.mae import build_mae
+from mixsweep.train.config import PretrainJob
+from mixsweep.train.loop import World, all_reduce_sum, epoch_generator, fit
+from mixsweep.train.recipes import build_optimizer, build_scheduler
+
+VAL_NOISE_SEED = 20_231  # validation masks are the same every epoch, so val loss curves are comparable
+
+
+def prepare_pretrain_data(job: PretrainJob) -> Path:
+    """Build (or reuse) the pack of the job's mixture on the driver, before any worker starts."""
+    mix = read_mixture(job.data.mixture)
+    items = mixture_pack_items([mix], job.data.images, job.data.val_images)
+    return build_pack(items, job.data.cache, size=job.data.pack_size, fit="crop").path
+
+
+def _rows(pack: PackedSet, mix, split: str):
+    ids = mix.filter(pc.equal(mix.column("split"), split)).column("image_id").to_pylist()
+    return pack.indices_for([str(i) for i in ids])
+
+
+class PretrainTask:
+    """MAE with masking ratio r on the mixture's train rows; validation loss on its val rows."""
+
+    def __init__(self, job: PretrainJob, pack_path: Path | str, world: World):
+        self.job, self.recipe = job, job.recipe
+        self.model = build_mae(job.preset, norm_pix_loss=job.recipe.norm_pix_loss)
+        self.epochs, self.clip_grad = job.recipe.epochs, job.recipe.clip_grad
+        preset = self.model.preset
+        pack = PackedSet.open(pack_path)
+        mix = read_mixture(job.data.mixture)
+        aug = AugmentConfig(out_size=preset.img_size, scale=job.recipe.crop_scale, hflip=job.recipe.hflip,
+                            vflip=job.recipe.vflip)
+        common = dict(augment=aug, rank=world.rank, world_size=world.world_size, device=world.device,
+                      seed=job.seed)
+        self.train_loader = PackedLoader(pack, job.recipe.batch_size, train=True, indices=_rows(pack, mix, "train"),
+                                         **common)
+        if len(self.train_loader) == 0:
+            raise MixsweepError(
+                f"{job.data.mixture}: {len(self.train_loader.rows)} usable training images cannot fill one batch "
+                f"of {job.recipe.batch_size} on each of {world.world_size} workers")
+        self.val_loader = PackedLoader(pack, job.recipe.batch_size, train=False, indices=_rows(pack, mix, "val"),
+                                       **common)
+        self.world_batch = job.recipe.batch_size * world.world_size
+
+    def build_optimizer(self, model: nn.Module, world: World):
+        opt = build_optimizer(model, self.recipe, self.world_batch, world.device)
+        return opt, build_scheduler(opt, self.recipe, len(self.train_loader), self.world_batch)
+
+    def _noise(self, imgs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return torch.rand(imgs.shape[0], self.model.preset.num_patches, generator=gen, device=imgs.device)
+
+    def loss(self, model: nn.Module, batch: dict, gen: torch.Generator) -> torch.Tensor:
+        imgs = batch["images"]
+        loss, _, _ = model(imgs, mask_ratio=self.recipe.mask_ratio, noise=self._noise(imgs, gen))
+        return loss
+
+    def evaluate(self, model: nn.Module, world: World, final: bool) -> dict[str, float]:
+        gen = epoch_generator(VAL_NOISE_SEED, 0, world.rank, world.device, stream=3)
+        totals = torch.zeros(2, device=world.device, dtype=torch.float64)
+        for batch in self.val_loader:
+            imgs = batch["images"]
+            if imgs.shape[0] == 0:
+                continue
+            loss, _, _ = model(imgs, mask_ratio=self.recipe.mask_ratio, noise=self._noise(imgs, gen))
+            totals[0] += loss.double() * imgs.shape[0]
+            totals[1] += imgs.shape[0]
+        totals = all_reduce_sum(totals).cpu()
+        return {"val_loss": float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")}
+
+    def save_pictures(self, model: nn.Module, out_dir: Path, tag: str) -> list[Path]:
+        from mixsweep.report.pictures import save_reconstructions
+
+        batch = next(iter(self.val_loader), None)
+        if batch is None or batch["images"].shape[0] == 0:
+            return []
+        imgs = batch["images"][:8]
+        gen = epoch_generator(VAL_NOISE_SEED, 0, 0, imgs.device, stream=4)
+        model.eval()
+        with torch.no_grad():
+            _, pred, mask = model(imgs, mask_ratio=self.recipe.mask_ratio, noise=self._noise(imgs, gen))
+        aug = self.val_loader.augment
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return [save_reconstructions(out_dir / f"reconstructions_{tag}.png", imgs, pred, mask, model, aug.mean,
+                                     aug.std)]
+
+
+def run_pretrain(job: PretrainJob, pack_path: Path | str, world: World) -> dict:
+    """The whole pre-training job in this process's world."""
+    torch.manual_seed(job.seed)  # model init: identical on every rank and every attempt
+    task = PretrainTask(job, pack_path, world)
+    meta = {"kind": "pretrain", "preset": job.preset, "seed": job.seed, "job": job.model_dump(mode="json")}
+    return fit(task, world, job.seed, job.run.checkpoint_every, job.run.pictures_every, job.run.fail_after_epoch,
+               meta, job.run.compile)

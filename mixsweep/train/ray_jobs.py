@@ -1,0 +1,164 @@
+"""Run a training job as a Ray Train V2 `TorchTrainer`, or in this process without Ray.
+
+Ray is imported only inside functions here: the training code itself (loop, pretrain, finetune) never
+imports it, so the same jobs run on a GPU host with no Ray installed (`run_local`).
+
+Before launching: the config is already validated, the data pack is built on the driver (workers only
+open it), and the requested resources are checked against the cluster, because Ray waits forever on a
+request it can never satisfy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mixsweep.errors import MixsweepError
+from mixsweep.train.config import FinetuneJob, PretrainJob, ScalingSettings
+from mixsweep.train.loop import World, append_metrics, local_world, pick_device, truncate_metrics
+
+
+def storage_root(job) -> str:
+    """Absolute local path (or URI) for Ray's storage_path; checks a local one is writable now."""
+    storage = job.run.storage
+    if "://" in storage:
+        return storage
+    root = Path(storage).expanduser().resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise MixsweepError(f"run.storage: {root} is not writable ({e.strerror or e})") from None
+    return str(root)
+
+
+def _artifact_dir(storage: str, name: str) -> Path:
+    """Pictures and the metrics log: beside Ray's checkpoints for local storage, under ./runs for a URI."""
+    return Path(storage) / name if "://" not in storage else Path("runs").resolve() / name
+
+
+def prepare_data(job) -> Path:
+    if job.kind == "pretrain":
+        from mixsweep.train.pretrain import prepare_pretrain_data
+
+        return prepare_pretrain_data(job)
+    from mixsweep.train.finetune import prepare_finetune_data
+
+    return prepare_finetune_data(job)
+
+
+def run_job_in_world(job, pack: Path | str, world: World) -> dict:
+    if job.kind == "pretrain":
+        from mixsweep.train.pretrain import run_pretrain
+
+        return run_pretrain(job, pack, world)
+    from mixsweep.train.finetune import run_finetune
+
+    return run_finetune(job, pack, world)
+
+
+def run_local(job: PretrainJob | FinetuneJob) -> dict:
+    """The job in this process, no Ray: resumes from the last checkpoint under storage/name/checkpoints."""
+    pack = prepare_data(job)
+    run_dir = Path(storage_root(job)) / job.run.name
+    metrics = run_job_in_world(job, pack, local_world(run_dir, job.run.device))
+    return {"metrics": metrics, "run_dir": run_dir}
+
+
+# --- Ray ------------------------------------------------------------------------------------------------
+
+def check_resources(scaling: ScalingSettings) -> None:
+    """Refuse, with one line, a request the running cluster can never satisfy."""
+    import ray
+
+    need = scaling.resources_per_worker()
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    fits = sum(min(int(res.get(k, 0) // v) if v else 10**9 for k, v in need.items()) for res in nodes)
+    if fits < scaling.num_workers:
+        total = {k: sum(res.get(k, 0) for res in nodes) for k in need}
+        have = ", ".join(f"{v:g} {k}" for k, v in total.items())
+        per = ", ".join(f"{v:g} {k}" for k, v in need.items())
+        raise MixsweepError(
+            f"scaling: {scaling.num_workers} workers × ({per}) cannot be placed; the cluster has {have} over "
+            f"{len(nodes)} node(s), room for {fits} such worker(s)")
+
+
+def ensure_ray(address: str | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise MixsweepError(f"--address {address}: cannot reach a Ray cluster ({str(e).splitlines()[0]})") from None
+
+
+def ray_world(run_dir: Path, device_pref: str) -> World:
+    """The World of one Ray Train worker: rank from the train context, reports through ray.train.report."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device() if device_pref != "cpu" else pick_device("cpu")
+    if device.type == "cpu" and device_pref == "cuda":
+        raise MixsweepError("run.device: 'cuda' requested but the worker got no GPU (set scaling.use_gpu)")
+    resume_from = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        resume_from = Path(checkpoint.to_directory())  # a local copy, whatever the storage is
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        truncate_metrics(run_dir, resume_from)
+
+    def report(metrics: dict, folder: Path | None) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(str(folder)) if folder is not None else None
+        ray.train.report(metrics, checkpoint=ckpt)
+        if rank == 0:
+            append_metrics(run_dir, metrics)
+
+    def wrap(model):
+        return ray.train.torch.prepare_model(model, move_to_device=False) if world_size > 1 else model
+
+    return World(rank=rank, world_size=world_size, device=device, run_dir=run_dir, report=report,
+                 resume_from=resume_from, wrap_model=wrap)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """What each Ray Train worker runs: rebuild the job from plain data and run it in a Ray world."""
+    from mixsweep.train.config import parse_job
+
+    job = parse_job(config["job"], config["source"])
+    world = ray_world(Path(config["run_dir"]), job.run.device)
+    run_job_in_world(job, config["pack"], world)
+
+
+def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", address: str | None = None) -> dict:
+    """Launch the job as a TorchTrainer; a rerun with the same run.name and storage resumes it."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    storage = storage_root(job)
+    pack = prepare_data(job)
+    ensure_ray(address)
+    check_resources(job.scaling)
+    s = job.scaling
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job.model_dump(mode="json"), "source": source, "pack": str(pack),
+                           "run_dir": str(_artifact_dir(storage, job.run.name))},
+        scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
+                                               resources_per_worker=s.resources_per_worker()),
+        run_config=ray.train.RunConfig(
+            name=job.run.name,
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=job.run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    return {"metrics": result.metrics, "checkpoint": result.checkpoint.path if result.checkpoint else None,
+            "run_dir": _artifact_dir(storage, job.run.name)}

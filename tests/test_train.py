@@ -1,0 +1,123 @@
+"""Training jobs without Ray: config validation, kill-and-resume, fine-tuning and baselines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import finetune_config, pretrain_config
+from mixsweep.cli import main
+from mixsweep.errors import MixsweepError
+from mixsweep.train.config import load_job, parse_job
+from mixsweep.train.loop import load_state, read_metrics
+from mixsweep.train.ray_jobs import run_local
+
+
+def _final_state(run_dir):
+    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint_epoch*"))
+    return load_state(ckpts[-1])
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(train_inputs, tmp_path):
+    straight = run_local(parse_job(pretrain_config(train_inputs, tmp_path, "straight")))
+    job = parse_job(pretrain_config(train_inputs, tmp_path, "killed", fail_after_epoch=1))
+    with pytest.raises(RuntimeError, match="injected failure after epoch 1"):
+        run_local(job)
+    assert [m["epoch"] for m in read_metrics(tmp_path / "killed")] == [0, 1]
+    resumed = run_local(job)  # same name and storage: continues at epoch 2
+    epochs = [m["epoch"] for m in read_metrics(tmp_path / "killed")]
+    assert epochs == [0, 1, 2], "an epoch was repeated or skipped"
+    a, b = _final_state(tmp_path / "straight"), _final_state(tmp_path / "killed")
+    assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"]
+    # Same process, same ops on a CPU: resumed weights are bit-identical to the uninterrupted run's.
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert resumed["metrics"]["val_loss"] == straight["metrics"]["val_loss"]
+    assert (tmp_path / "killed" / "pictures" / "reconstructions_epoch0002.png").is_file()
+
+
+def test_resume_drops_epochs_logged_after_the_last_checkpoint(train_inputs, tmp_path):
+    cfg = pretrain_config(train_inputs, tmp_path, "sparse", checkpoint_every=2, fail_after_epoch=0)
+    with pytest.raises(RuntimeError):
+        run_local(parse_job(cfg))
+    assert [m["epoch"] for m in read_metrics(tmp_path / "sparse")] == [0]  # logged, but no checkpoint yet
+    cfg["run"].pop("fail_after_epoch")
+    run_local(parse_job(cfg))  # no checkpoint to resume from: starts over at epoch 0, and logs it once
+    assert [m["epoch"] for m in read_metrics(tmp_path / "sparse")] == [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def pretrained(train_inputs, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("pretrained")
+    run_local(parse_job(pretrain_config(train_inputs, storage, "pt")))
+    return sorted((storage / "pt" / "checkpoints").glob("checkpoint_epoch*"))[-1] / "state.pt"
+
+
+@pytest.mark.parametrize("model", ["mae", "scratch", "resnet50"])
+def test_finetune_and_baselines_report_test_metrics(train_inputs, pretrained, tmp_path, model):
+    cfg = finetune_config(train_inputs, tmp_path, f"ft-{model}", model=model,
+                          init=pretrained if model == "mae" else None)
+    if model == "resnet50":
+        cfg["recipe"]["epochs"] = 1
+    out = run_local(parse_job(cfg))["metrics"]
+    for key in ("test_loss", "test_accuracy", "test_iou_binary", "test_miou", "val_miou"):
+        assert key in out and out[key] == out[key], key  # present and not NaN
+    assert 0.0 <= out["test_miou"] <= 1.0
+    assert (tmp_path / f"ft-{model}" / "pictures").glob("segmentations_*.png")
+
+
+def test_finetune_starts_from_the_pretrained_encoder(train_inputs, pretrained):
+    from mixsweep.models.segment import build_segmenter
+
+    seg = build_segmenter("mae", preset="tiny", mae_checkpoint=pretrained)
+    state = load_state(pretrained)["model"]
+    assert torch.equal(seg.mae.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
+
+
+def test_config_errors_are_one_line_naming_file_and_key(tmp_path, train_inputs):
+    cfg = pretrain_config(train_inputs, tmp_path, "x")
+    cases = [
+        ({**cfg, "recipee": {}}, "recipee: unknown key"),
+        ({**cfg, "recipe": {"epochs": 0}}, "recipe.epochs: Input should be greater than 0"),
+        ({**cfg, "preset": "huge"}, "preset: Value error, unknown preset 'huge'"),
+        ({**cfg, "run": {"name": "has space"}}, "run.name: String should match pattern"),
+    ]
+    for data, message in cases:
+        path = tmp_path / "job.yaml"
+        import yaml
+
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(MixsweepError) as e:
+            load_job(path)
+        assert str(e.value).startswith(f"{path}: ") and message in str(e.value), str(e.value)
+    ft = finetune_config(train_inputs, tmp_path, "y", model="mae")
+    with pytest.raises(MixsweepError, match="model 'mae' needs init_checkpoint"):
+        parse_job(ft, "ft.yaml")
+
+
+def test_damaged_checkpoint_is_a_clear_error(tmp_path, pretrained):
+    bad = tmp_path / "state.pt"
+    bad.write_bytes(pretrained.read_bytes()[:1000])
+    with pytest.raises(MixsweepError, match="not a readable checkpoint"):
+        load_state(bad)
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(MixsweepError, match="text.pt: not a readable checkpoint"):
+        load_state(tmp_path / "text.pt")
+
+
+def test_cli_train_local(train_inputs, tmp_path, capsys):
+    import yaml
+
+    cfg = pretrain_config(train_inputs, tmp_path, "cli")
+    cfg["recipe"]["epochs"] = 1
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "pretrain", str(path), "--local"]) == 0
+    out = capsys.readouterr().out
+    assert "val_loss" in out
+    assert [m["epoch"] for m in read_metrics(tmp_path / "cli")] == [0]
+    path.write_text(yaml.safe_dump({**cfg, "kind": "finetune"}))
+    assert main(["train", "pretrain", str(path), "--local"]) == 2
+    assert "kind: the file says 'finetune', the command says 'pretrain'" in capsys.readouterr().err
