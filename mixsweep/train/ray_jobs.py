@@ -11,6 +11,7 @@ request it can never satisfy.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from mixsweep.errors import MixsweepError
@@ -109,7 +110,8 @@ def ray_world(run_dir: Path, device_pref: str) -> World:
     resume_from = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        resume_from = Path(checkpoint.to_directory())  # a local copy, whatever the storage is
+        # A local copy per rank: ranks on one node would otherwise share (and race on) one default folder.
+        resume_from = Path(checkpoint.to_directory(tempfile.mkdtemp(prefix=f"mixsweep-resume-r{rank}-")))
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         truncate_metrics(run_dir, resume_from)
