@@ -23,7 +23,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 import torch.nn as nn

@@ -39,9 +39,9 @@ def test_two_worker_ddp_recovers_from_a_failure_and_matches(ddp_runs):
     # gloo all-reduce of two ranks on a CPU is deterministic, so the resumed run ends bit-identical.
     for k in a["model"]:
         assert torch.allclose(a["model"][k], b["model"][k], rtol=0, atol=1e-7), k
-    # Both ranks trained: with 2 workers an epoch has half the steps of a 1-worker epoch at the same batch.
+    # Both ranks trained, each on its half of the rows with half of the effective batch.
     steps_per_epoch = read_metrics(straight["run_dir"])[0]["step"]
-    assert steps_per_epoch == (60 // 2) // 8  # 60 train images, strided over 2 ranks, batch 8
+    assert steps_per_epoch == (60 // 2) // 4  # 60 train images over 2 ranks, batch 8 = 4 per worker
     assert (straight["run_dir"] / "pictures" / "reconstructions_epoch0002.png").is_file()
 
 

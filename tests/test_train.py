@@ -76,6 +76,20 @@ def test_finetune_starts_from_the_pretrained_encoder(train_inputs, pretrained):
     assert torch.equal(seg.mae.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
 
 
+def test_gradient_accumulation_halves_the_optimizer_steps(train_inputs, tmp_path):
+    steps = {}
+    for accum in (1, 2):
+        cfg = pretrain_config(train_inputs, tmp_path, f"accum{accum}")
+        cfg["recipe"].update(epochs=1, batch_size=16, accum_iter=accum)
+        run_local(parse_job(cfg))
+        steps[accum] = read_metrics(tmp_path / f"accum{accum}")[0]["step"]
+    assert steps == {1: 60 // 16, 2: (60 // 8) // 2}
+    cfg = pretrain_config(train_inputs, tmp_path, "odd")
+    cfg["recipe"].update(batch_size=15, accum_iter=2)
+    with pytest.raises(MixsweepError, match="batch_size 15 is not divisible by workers × accum_iter"):
+        run_local(parse_job(cfg))
+
+
 def test_config_errors_are_one_line_naming_file_and_key(tmp_path, train_inputs):
     cfg = pretrain_config(train_inputs, tmp_path, "x")
     cases = [

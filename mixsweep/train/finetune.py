@@ -20,7 +20,7 @@ from mixsweep.errors import MixsweepError
 from mixsweep.models.mae import get_preset
 from mixsweep.models.segment import build_segmenter
 from mixsweep.train.config import FinetuneJob
-from mixsweep.train.loop import World, fit
+from mixsweep.train.loop import World, worker_batch_size, fit
 from mixsweep.train.metrics import SegMetrics
 from mixsweep.train.recipes import build_optimizer, build_scheduler
 
@@ -39,7 +39,8 @@ class FinetuneTask:
 
     def __init__(self, job: FinetuneJob, pack_path: Path | str, world: World):
         self.job, self.recipe = job, job.recipe
-        self.epochs, self.clip_grad = job.recipe.epochs, job.recipe.clip_grad
+        self.epochs, self.clip_grad, self.accum_iter = job.recipe.epochs, job.recipe.clip_grad, job.recipe.accum_iter
+        per_worker = worker_batch_size(job.recipe, world.world_size)
         self.model = build_segmenter(job.model, preset=job.preset, head=job.head,
                                      mae_checkpoint=job.init_checkpoint, mae_init=job.mae_init,
                                      resnet_weights=job.resnet_weights)
@@ -52,25 +53,25 @@ class FinetuneTask:
                             vflip=job.recipe.vflip)
         common = dict(augment=aug, rank=world.rank, world_size=world.world_size, device=world.device,
                       seed=job.seed)
-        self.train_loader = PackedLoader(pack, job.recipe.batch_size, train=True,
+        self.train_loader = PackedLoader(pack, per_worker, train=True,
                                          indices=pack.indices_for(train_names.to_pylist()), **common)
-        if len(self.train_loader) == 0:
+        if len(self.train_loader) // self.accum_iter == 0:
             raise MixsweepError(
                 f"{job.data.manifest}: the fine-tune subset ({len(train_names)} images at fraction "
-                f"{job.data.finetune_fraction:g}) cannot fill one batch of {job.recipe.batch_size} on each of "
+                f"{job.data.finetune_fraction:g}) cannot fill one batch of {per_worker} on each of "
                 f"{world.world_size} workers")
         self.eval_loaders = {}
         for split in ("val", "test"):
             names = manifest.filter(pc.equal(manifest.column("split"), split)).column("name").to_pylist()
-            self.eval_loaders[split] = PackedLoader(pack, job.recipe.batch_size, train=False,
+            self.eval_loaders[split] = PackedLoader(pack, per_worker, train=False,
                                                     indices=pack.indices_for(names), **common)
-        self.world_batch = job.recipe.batch_size * world.world_size
+        self.world_batch = job.recipe.batch_size
         self.n_train = len(train_names)
 
     def build_optimizer(self, model: nn.Module, world: World):
         layers = get_preset(self.job.preset).depth if self.job.model != "resnet50" else 0
         opt = build_optimizer(model, self.recipe, self.world_batch, world.device, layer_decay_layers=layers)
-        return opt, build_scheduler(opt, self.recipe, len(self.train_loader), self.world_batch)
+        return opt, build_scheduler(opt, self.recipe, len(self.train_loader) // self.accum_iter, self.world_batch)
 
     def loss(self, model: nn.Module, batch: dict, gen: torch.Generator) -> torch.Tensor:
         logits = model(batch["images"])

@@ -41,6 +41,7 @@ class Task(Protocol):
     train_loader: Iterable
     epochs: int
     clip_grad: float | None
+    accum_iter: int  # micro-batches per optimizer step
 
     def build_optimizer(self, model: nn.Module, world: World) -> tuple[torch.optim.Optimizer, object]: ...
     def loss(self, model: nn.Module, batch: dict, gen: torch.Generator) -> torch.Tensor: ...
@@ -139,6 +140,16 @@ def load_state(path: Path) -> dict:
 
 # --- the loop ---------------------------------------------------------------------------------------
 
+def worker_batch_size(recipe, world_size: int) -> int:
+    """Per-worker micro-batch: the recipe's batch is the effective one (all workers, all accumulation
+    steps), so changing the number of workers does not change what is trained."""
+    parts = world_size * recipe.accum_iter
+    if recipe.batch_size % parts:
+        raise MixsweepError(f"recipe.batch_size {recipe.batch_size} is not divisible by workers × accum_iter "
+                            f"({world_size} × {recipe.accum_iter})")
+    return recipe.batch_size // parts
+
+
 def epoch_generator(seed: int, epoch: int, rank: int, device: torch.device, stream: int) -> torch.Generator:
     """A generator that depends only on (seed, epoch, rank, stream): resumed epochs draw what they would have."""
     value = np.random.SeedSequence([seed, epoch, rank, stream]).generate_state(1)[0]
@@ -183,19 +194,29 @@ def fit(task: Task, world: World, seed: int, checkpoint_every: int = 1, pictures
         gen = epoch_generator(seed, epoch, world.rank, device, stream=2)
         totals = torch.zeros(2, device=device, dtype=torch.float64)  # loss·n, n: summed on device, no sync
         t0 = time.perf_counter()
-        for batch in task.train_loader:
+        accum = task.accum_iter
+        micro_steps = (len(task.train_loader) // accum) * accum  # a partial accumulation is dropped
+        optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(task.train_loader):
+            if i >= micro_steps:
+                break
             n = batch["images"].shape[0]
-            with autocast(device):
-                loss = task.loss(train_model, batch, gen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if task.clip_grad:
-                nn.utils.clip_grad_norm_(train_model.parameters(), task.clip_grad)
-            optimizer.step()
-            scheduler.step()
-            step += 1
+            sync = (i + 1) % accum == 0
+            # Under DDP, gradients are all-reduced only on the micro-step that ends an accumulation.
+            no_sync = train_model.no_sync() if not sync and hasattr(train_model, "no_sync") else contextlib.nullcontext()
+            with no_sync:
+                with autocast(device):
+                    loss = task.loss(train_model, batch, gen)
+                (loss / accum).backward()
             totals[0] += loss.detach().double() * n
             totals[1] += n
+            if sync:
+                if task.clip_grad:
+                    nn.utils.clip_grad_norm_(train_model.parameters(), task.clip_grad)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
         totals = all_reduce_sum(totals).cpu()  # the epoch's one host sync
         seconds = time.perf_counter() - t0
         final = epoch == task.epochs - 1

@@ -14,7 +14,7 @@ from mixsweep.data.packed import PackedLoader, PackedSet, build_pack
 from mixsweep.errors import MixsweepError
 from mixsweep.models.mae import build_mae
 from mixsweep.train.config import PretrainJob
-from mixsweep.train.loop import World, all_reduce_sum, epoch_generator, fit
+from mixsweep.train.loop import World, worker_batch_size, all_reduce_sum, epoch_generator, fit
 from mixsweep.train.recipes import build_optimizer, build_scheduler
 
 VAL_NOISE_SEED = 20_231  # validation masks are the same every epoch, so val loss curves are comparable
@@ -38,7 +38,8 @@ class PretrainTask:
     def __init__(self, job: PretrainJob, pack_path: Path | str, world: World):
         self.job, self.recipe = job, job.recipe
         self.model = build_mae(job.preset, norm_pix_loss=job.recipe.norm_pix_loss)
-        self.epochs, self.clip_grad = job.recipe.epochs, job.recipe.clip_grad
+        self.epochs, self.clip_grad, self.accum_iter = job.recipe.epochs, job.recipe.clip_grad, job.recipe.accum_iter
+        per_worker = worker_batch_size(job.recipe, world.world_size)
         preset = self.model.preset
         pack = PackedSet.open(pack_path)
         mix = read_mixture(job.data.mixture)
@@ -46,19 +47,19 @@ class PretrainTask:
                             vflip=job.recipe.vflip)
         common = dict(augment=aug, rank=world.rank, world_size=world.world_size, device=world.device,
                       seed=job.seed)
-        self.train_loader = PackedLoader(pack, job.recipe.batch_size, train=True, indices=_rows(pack, mix, "train"),
+        self.train_loader = PackedLoader(pack, per_worker, train=True, indices=_rows(pack, mix, "train"),
                                          **common)
-        if len(self.train_loader) == 0:
+        if len(self.train_loader) // self.accum_iter == 0:
             raise MixsweepError(
                 f"{job.data.mixture}: {len(self.train_loader.rows)} usable training images cannot fill one batch "
-                f"of {job.recipe.batch_size} on each of {world.world_size} workers")
-        self.val_loader = PackedLoader(pack, job.recipe.batch_size, train=False, indices=_rows(pack, mix, "val"),
+                f"of {per_worker} on each of {world.world_size} workers")
+        self.val_loader = PackedLoader(pack, per_worker, train=False, indices=_rows(pack, mix, "val"),
                                        **common)
-        self.world_batch = job.recipe.batch_size * world.world_size
+        self.world_batch = job.recipe.batch_size
 
     def build_optimizer(self, model: nn.Module, world: World):
         opt = build_optimizer(model, self.recipe, self.world_batch, world.device)
-        return opt, build_scheduler(opt, self.recipe, len(self.train_loader), self.world_batch)
+        return opt, build_scheduler(opt, self.recipe, len(self.train_loader) // self.accum_iter, self.world_batch)
 
     def _noise(self, imgs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return torch.rand(imgs.shape[0], self.model.preset.num_patches, generator=gen, device=imgs.device)
