@@ -30,7 +30,7 @@ Data steps, in the order you run them:
   mixsweep data mix         one pre-training mixture: N images, exactly round(F*N) animal, nested over F
   mixsweep data pets        Oxford-IIIT Pet manifest with a fixed 70/15/15 split and nested fine-tune subsets
   mixsweep data pack        pre-resized uint8 images (and masks) for the fast loader, built once per manifest
-  mixsweep demo             all of the above on synthetic data
+  mixsweep demo             all of the above on synthetic data, then a tiny pre-train + fine-tune
 
 Training, one job from a YAML config (Ray Train, or --local without Ray):
   mixsweep train pretrain cfg.yaml    MAE pre-training on a mixture
@@ -305,9 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", help="Ray cluster address (default: start or join a local instance)")
     train.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("demo", help="run the data steps on synthetic data",
+    s = sub.add_parser("demo", help="the data path and a tiny training run on synthetic data",
                        description="Write synthetic data, index it, draw mixtures along a grid, build the Pet "
-                                   "manifest and pack everything, printing what each step produced.")
+                                   "manifest and pack everything, then pre-train a tiny MAE and fine-tune it, "
+                                   "printing what each step produced.")
     s.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (default runs/demo)")
     s.add_argument("--scale", choices=("small", "medium"), default="small")
     s.set_defaults(func=cmd_demo)

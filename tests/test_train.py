@@ -36,6 +36,10 @@ def test_kill_and_resume_matches_an_uninterrupted_run(train_inputs, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert resumed["metrics"]["val_loss"] == straight["metrics"]["val_loss"]
     assert (tmp_path / "killed" / "pictures" / "reconstructions_epoch0002.png").is_file()
+    # Rerunning a finished job trains nothing, logs nothing new and gives the same answer.
+    again = run_local(job)
+    assert again["metrics"] == resumed["metrics"]
+    assert [m["epoch"] for m in read_metrics(tmp_path / "killed")] == [0, 1, 2]
 
 
 def test_resume_drops_epochs_logged_after_the_last_checkpoint(train_inputs, tmp_path):

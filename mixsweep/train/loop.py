@@ -108,16 +108,17 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, epoch: int, step: int,
-                    meta: dict) -> Path:
+                    meta: dict, metrics: dict) -> Path:
     """Write STATE_FILE (what resume needs) and META_FILE (what a person reads) into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "rng": _rng_state()}
+             "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "rng": _rng_state(),
+             "metrics": metrics}
     tmp = folder / f".{STATE_FILE}.tmp"
     torch.save(state, tmp)
     tmp.replace(folder / STATE_FILE)
-    (folder / META_FILE).write_text(json.dumps({**meta, "epoch": epoch, "step": step}, indent=1, sort_keys=True,
-                                               default=str) + "\n")
+    (folder / META_FILE).write_text(json.dumps({**meta, "epoch": epoch, "step": step, "metrics": metrics},
+                                               indent=1, sort_keys=True, default=str) + "\n")
     return folder
 
 
@@ -175,19 +176,19 @@ def fit(task: Task, world: World, seed: int, checkpoint_every: int = 1, pictures
     device = world.device
     model = task.model.to(device)
     optimizer, scheduler = task.build_optimizer(model, world)
-    start_epoch, step = 0, 0
+    start_epoch, step, last = 0, 0, {}
     if world.resume_from is not None:
         state = load_state(world.resume_from)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
+        last = dict(state.get("metrics", {}))  # a finished job rerun: nothing to train, same answer
         _set_rng_state(state["rng"])
     train_model = world.wrap_model(model)
     if compile_model:
         train_model = torch.compile(train_model)
     meta = dict(meta or {})
-    last: dict = {}
     for epoch in range(start_epoch, task.epochs):
         task.train_loader.set_epoch(epoch)
         train_model.train()
@@ -238,7 +239,7 @@ def fit(task: Task, world: World, seed: int, checkpoint_every: int = 1, pictures
                 folder = None
                 if world.is_main:
                     folder = save_checkpoint(Path(tmp) / "checkpoint", model, optimizer, scheduler, epoch, step,
-                                             {**meta, "metrics": metrics})
+                                             meta, metrics)
                 world.report(metrics, folder)
         else:
             world.report(metrics, None)
