@@ -115,6 +115,24 @@ def test_config_errors_are_one_line_naming_file_and_key(tmp_path, train_inputs):
         parse_job(ft, "ft.yaml")
 
 
+def test_pretraining_can_start_from_an_encoder_only_file(train_inputs, pretrained, tmp_path):
+    # An official mae_pretrain_vit_base.pth holds the encoder only: write one in that form.
+    full = load_state(pretrained)["model"]
+    encoder = {k: v for k, v in full.items() if not k.startswith("decoder") and k != "mask_token"}
+    torch.save({"model": encoder}, tmp_path / "mae_pretrain_tiny.pth")
+    cfg = pretrain_config(train_inputs, tmp_path, "cont")
+    cfg.update(init_checkpoint=str(tmp_path / "mae_pretrain_tiny.pth"), mae_init="encoder")
+    cfg["recipe"]["epochs"] = 1
+    from mixsweep.train.loop import local_world
+    from mixsweep.train.pretrain import PretrainTask
+    from mixsweep.train.ray_jobs import prepare_data
+
+    job = parse_job(cfg)
+    task = PretrainTask(job, prepare_data(job), local_world(tmp_path / "w"))
+    assert torch.equal(task.model.blocks[1].mlp.fc1.weight, full["blocks.1.mlp.fc1.weight"])
+    assert not torch.equal(task.model.decoder_pred.weight, full["decoder_pred.weight"])
+
+
 def test_damaged_checkpoint_is_a_clear_error(tmp_path, pretrained):
     bad = tmp_path / "state.pt"
     bad.write_bytes(pretrained.read_bytes()[:1000])

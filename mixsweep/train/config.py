@@ -97,6 +97,10 @@ class PretrainJob(_Job):
     kind: Literal["pretrain"] = "pretrain"
     data: PretrainData
     recipe: PretrainRecipe = PretrainRecipe()
+    # Continue from an official MAE file: mae_visualize_vit_base.pth (full) or mae_pretrain_vit_base.pth
+    # (encoder; the decoder starts fresh). None: random init.
+    init_checkpoint: Optional[Path] = None
+    mae_init: Literal["full", "encoder"] = "full"
 
 
 class FinetuneJob(_Job):

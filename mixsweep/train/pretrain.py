@@ -12,7 +12,7 @@ from mixsweep.data.augment import AugmentConfig
 from mixsweep.data.mixture import mixture_pack_items, read_mixture
 from mixsweep.data.packed import PackedLoader, PackedSet, build_pack
 from mixsweep.errors import MixsweepError
-from mixsweep.models.mae import build_mae
+from mixsweep.models.mae import build_mae, load_mae_checkpoint
 from mixsweep.train.config import PretrainJob
 from mixsweep.train.loop import World, worker_batch_size, all_reduce_sum, epoch_generator, fit
 from mixsweep.train.recipes import build_optimizer, build_scheduler
@@ -38,6 +38,8 @@ class PretrainTask:
     def __init__(self, job: PretrainJob, pack_path: Path | str, world: World):
         self.job, self.recipe = job, job.recipe
         self.model = build_mae(job.preset, norm_pix_loss=job.recipe.norm_pix_loss)
+        if job.init_checkpoint is not None:
+            load_mae_checkpoint(self.model, job.init_checkpoint, job.mae_init)
         self.epochs, self.clip_grad, self.accum_iter = job.recipe.epochs, job.recipe.clip_grad, job.recipe.accum_iter
         per_worker = worker_batch_size(job.recipe, world.world_size)
         preset = self.model.preset
