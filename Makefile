@@ -1,5 +1,5 @@
 # make test: create or refresh .venv, install mixsweep with its test extras, run the tests.
-# make demo: the same install, then the main job on synthetic data.
+# make demo: the same install, then the main job: the smoke sweep on synthetic data and its report.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/mixsweep demo --out runs/demo
+	$(BIN)/mixsweep demo --spec sweeps/smoke.yaml
 
 bench-data: $(STAMP)
 	$(BIN)/python benchmarks/data_throughput.py

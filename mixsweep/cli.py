@@ -15,7 +15,8 @@ from rich.table import Table
 
 from mixsweep.errors import MixsweepError
 
-console = Console(stderr=False, highlight=False)
+# Wider than rich's 80-column default when piped, so tables of keys stay readable in logs.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False)
 
 DESCRIPTION = """\
@@ -30,11 +31,18 @@ Data steps, in the order you run them:
   mixsweep data mix         one pre-training mixture: N images, exactly round(F*N) animal, nested over F
   mixsweep data pets        Oxford-IIIT Pet manifest with a fixed 70/15/15 split and nested fine-tune subsets
   mixsweep data pack        pre-resized uint8 images (and masks) for the fast loader, built once per manifest
-  mixsweep demo             all of the above on synthetic data, then a tiny pre-train + fine-tune
+  mixsweep demo --tour      all of the above on synthetic data, then a tiny pre-train + fine-tune
 
 Training, one job from a YAML config (Ray Train, or --local without Ray):
   mixsweep train pretrain cfg.yaml    MAE pre-training on a mixture
   mixsweep train finetune cfg.yaml    segmentation fine-tuning (MAE, scratch MAE or ResNet-50)
+
+Sweeps, from sweeps/*.yaml (Ray Tune; one pre-training feeds every fine-tune; only new keys run):
+  mixsweep plan SPEC        stage graph: keys, done / pending, estimated GPU-hours
+  mixsweep run SPEC         run the pending stages
+  mixsweep report SPEC      Table 2, plots with 95% CIs over seeds, W&B report run
+  mixsweep suggest SPEC     the next fractions to run, as a snippet to paste
+  mixsweep demo             sweeps/smoke.yaml on synthetic data, then its report
 """
 
 
@@ -207,12 +215,70 @@ def cmd_train(args: argparse.Namespace) -> None:
     console.print(f"run folder: {out['run_dir']}")
 
 
+# --- sweeps ----------------------------------------------------------------------------------------
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    import json
+
+    from mixsweep.spec import load_spec
+    from mixsweep.sweep.plan import build_plan, plan_rows
+    from mixsweep.sweep.store import Store
+
+    spec = load_spec(args.spec)
+    plan = build_plan(spec, Store(spec.storage))
+    rows = plan_rows(plan)
+    totals = {**plan.counts(), "stages": len(rows),
+              "gpu_hours_pending": sum(r["gpu_hours"] for r in rows if r["status"] != "done"),
+              "gpu_hours_total": sum(r["gpu_hours"] for r in rows)}
+    if args.format == "json":
+        print(json.dumps({"spec": spec.name, "stages": rows, "totals": totals}, indent=1))
+        return
+    t = Table(title=f"{spec.name}: stage graph ({spec.storage})")
+    for col in ("kind", "method", "F", "ft", "seed", "key", "parent", "status", "images", "GPU-h"):
+        t.add_column(col, justify="right" if col in ("F", "ft", "seed", "images", "GPU-h") else "left")
+    for r in rows:
+        t.add_row(r["job_type"], r["method"], "-" if r["animal_fraction"] is None else f"{r['animal_fraction']:g}",
+                  "-" if r["finetune_fraction"] is None else f"{r['finetune_fraction']:g}", str(r["seed"]), r["key"],
+                  r["parent_key"] or "-", r["status"], str(r["n_images"]), f"{r['gpu_hours']:.3g}")
+    console.print(t)
+    console.print(f"{totals['stages']} stages: {totals['done']} done, {totals['pending']} pending, "
+                  f"{totals['failed']} failed; estimated {totals['gpu_hours_pending']:.3g} of "
+                  f"{totals['gpu_hours_total']:.3g} GPU-hours still to run (one H200, bf16; FACTS.md step rates)")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from mixsweep.spec import load_spec
+    from mixsweep.sweep.run import run_sweep
+
+    spec = load_spec(args.spec)
+    run_sweep(spec, str(args.spec), address=args.address, retry_failed=args.retry_failed)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from mixsweep.spec import load_spec
+    from mixsweep.sweep.report import make_report
+
+    paths = make_report(load_spec(args.spec))
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
+
+
+def cmd_suggest(args: argparse.Namespace) -> None:
+    from mixsweep.spec import load_spec
+    from mixsweep.sweep.report import suggest_snippet
+
+    console.print(suggest_snippet(load_spec(args.spec), k=args.k), markup=False)
+
+
 # --- demo --------------------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from mixsweep.demo import run_demo
+    from mixsweep.demo import run_demo, run_sweep_demo
 
-    run_demo(Path(args.out), scale=args.scale)
+    if args.tour:
+        run_demo(Path(args.out), scale=args.scale)
+    else:
+        run_sweep_demo(args.spec)
 
 
 # --- parser ------------------------------------------------------------------------------------------
@@ -305,11 +371,41 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", help="Ray cluster address (default: start or join a local instance)")
     train.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("demo", help="the data path and a tiny training run on synthetic data",
-                       description="Write synthetic data, index it, draw mixtures along a grid, build the Pet "
-                                   "manifest and pack everything, then pre-train a tiny MAE and fine-tune it, "
-                                   "printing what each step produced.")
-    s.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (default runs/demo)")
+    s = sub.add_parser("plan", help="show a sweep's stage graph: keys, status, estimated GPU-hours",
+                       description="Expand a sweep spec into its stages (pre-trainings, fine-tunes, baselines) with "
+                                   "their content keys, whether each is done in the store, and estimated cost.")
+    s.add_argument("spec", type=Path, help="sweep spec YAML (sweeps/*.yaml)")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("run", help="run a sweep's pending stages with Ray Tune",
+                       description="Run every pending stage: pre-trainings first, each fine-tune as soon as its "
+                                   "parent is done, as many at once as the cluster fits. Finished keys never run "
+                                   "again; rerun after extending the grid to run only the new points.")
+    s.add_argument("spec", type=Path)
+    s.add_argument("--address", help="Ray cluster address (default: a local instance)")
+    s.add_argument("--retry-failed", action="store_true", help="also rerun stages that failed before")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("report", help="tables and plots of a sweep's results",
+                       description="Write results.parquet, results.md (the paper's Table 2 form) and PNG plots "
+                                   "with 95%% bootstrap CIs over seeds under the store, and log them to W&B.")
+    s.add_argument("spec", type=Path)
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("suggest", help="propose the next animal fractions to run",
+                       description="Where the CI is widest or the curve bends most: a grid snippet to paste.")
+    s.add_argument("spec", type=Path)
+    s.add_argument("-k", type=_positive_int, default=3, help="how many fractions (default 3)")
+    s.set_defaults(func=cmd_suggest)
+
+    s = sub.add_parser("demo", help="the smoke sweep on synthetic data, then its report",
+                       description="Run sweeps/smoke.yaml (synthetic data, tiny MAE, local Ray on CPU, W&B "
+                                   "offline) and write its report. --tour instead walks the data path step by "
+                                   "step: synthetic data, index, mixtures, manifest, packs, a tiny training.")
+    s.add_argument("--spec", type=Path, default=Path("sweeps/smoke.yaml"), help="sweep spec (default smoke)")
+    s.add_argument("--tour", action="store_true", help="the step-by-step data-path tour instead")
+    s.add_argument("--out", type=Path, default=Path("runs/demo"), help="--tour's work folder (default runs/demo)")
     s.add_argument("--scale", choices=("small", "medium"), default="small")
     s.set_defaults(func=cmd_demo)
     return p

@@ -1,7 +1,7 @@
-"""`mixsweep demo`: the data path end to end on synthetic data, printing what each step made.
+"""`mixsweep demo`: the smoke sweep end to end on synthetic data, then its report.
 
-synth → COCO index (train, val) → mixtures along a fraction grid → Pet manifest → packs → augmented
-batches from the fast loader, saved as a PNG to look at.
+`mixsweep demo --tour` walks the data path step by step instead: synth → COCO index → mixtures along a
+fraction grid → Pet manifest → packs → augmented batches saved as a PNG → a tiny pre-train and fine-tune.
 """
 
 from __future__ import annotations
@@ -18,6 +18,31 @@ from mixsweep.tables import write_table
 
 console = Console(highlight=False)
 DEMO_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def run_sweep_demo(spec_path: Path) -> dict[str, Path]:
+    """Run the smoke sweep (synthetic data, local Ray, CPU) and write its report; print where to look."""
+    from mixsweep.spec import load_spec
+    from mixsweep.sweep.report import make_report
+    from mixsweep.sweep.run import run_sweep
+
+    t0 = time.perf_counter()
+    spec = load_spec(spec_path)
+    console.rule(f"1. sweep {spec.name}: {spec_path}")
+    run_sweep(spec, str(spec_path))
+    console.rule("2. report")
+    paths = make_report(spec)
+    t = Table(title="where to look")
+    t.add_column("what")
+    t.add_column("path")
+    for name, path in paths.items():
+        t.add_row(name, str(path))
+    console.print(t)
+    from mixsweep.sweep.tracking import sync_command
+
+    console.print(f"W&B runs are offline; upload them with: {sync_command(Path(spec.storage))}")
+    console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
+    return paths
 
 
 def run_demo(out: Path, scale: str = "small", seed: int = 0) -> dict[str, Path]:

@@ -16,7 +16,8 @@ def test_help_names_every_step(capsys):
         main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for step in ("data synth", "data coco-index", "data mix", "data pets", "data pack", "demo"):
+    for step in ("data synth", "data coco-index", "data mix", "data pets", "data pack", "demo", "train pretrain",
+                 "plan SPEC", "run SPEC", "report SPEC", "suggest SPEC"):
         assert step in text
     data = build_parser()._subparsers._group_actions[0].choices["data"]
     assert set(data._subparsers._group_actions[0].choices) == {"coco-index", "mix", "pets", "synth", "pack"}
@@ -78,7 +79,7 @@ def test_demo_writes_its_outputs(synth_small, tmp_path):
 
     # Reuse the session's synthetic data: the demo's synth step finds it and returns at once.
     shutil.copytree(synth_small.root, tmp_path / "data")
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--tour", "--out", str(tmp_path)]) == 0
     png = tmp_path / "augment_preview.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     mixes = sorted((tmp_path / "mixes").glob("*.parquet"))

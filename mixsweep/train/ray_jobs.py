@@ -138,15 +138,20 @@ def train_loop_per_worker(config: dict) -> None:
     run_job_in_world(job, config["pack"], world)
 
 
-def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", address: str | None = None) -> dict:
-    """Launch the job as a TorchTrainer; a rerun with the same run.name and storage resumes it."""
+def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", address: str | None = None,
+                 callbacks: list | None = None, check: bool = True) -> dict:
+    """Launch the job as a TorchTrainer; a rerun with the same run.name and storage resumes it.
+
+    `callbacks` go to the trainer's RunConfig (e.g. Tune's TuneReportCallback inside a Tune trial).
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
     storage = storage_root(job)
     pack = prepare_data(job)
-    ensure_ray(address)
-    check_resources(job.scaling)
+    if check:
+        ensure_ray(address)
+        check_resources(job.scaling)
     s = job.scaling
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -159,6 +164,7 @@ def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", addre
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=job.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or None,
         ),
     )
     result = trainer.fit()

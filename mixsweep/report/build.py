@@ -1,0 +1,134 @@
+"""One sweep's report folder: results.parquet, results.md (tables, fits, suggestions) and the PNG plots."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from mixsweep.report import analyze, plots
+from mixsweep.tables import write_table
+
+# file name -> what draws it (results, histories, path)
+_PLOTS: dict[str, Callable] = {
+    "iou_vs_fraction.png": lambda r, h, p: plots.plot_metric_vs_fraction(r, "test_iou_binary", p),
+    "miou_vs_fraction.png": lambda r, h, p: plots.plot_metric_vs_fraction(r, "test_miou", p),
+    "accuracy_vs_fraction.png": lambda r, h, p: plots.plot_metric_vs_fraction(r, "test_accuracy", p),
+    "curves.png": lambda r, h, p: plots.plot_curves(r, h, p),
+    "pretrain_loss.png": lambda r, h, p: plots.plot_pretrain_loss(r, h, p),
+}
+
+_KEY_METRICS = ("train_loss", "val_loss", "test_loss", "test_iou_binary", "test_miou", "test_accuracy")
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (float, np.floating)):
+        return "" if not np.isfinite(v) else f"{v:.4g}"
+    # Keep one row per line: pipes and newlines in error text would break the table.
+    return str(v).replace("|", "\\|").replace("\n", " ").strip()
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """GitHub markdown for a frame (no tabulate dependency)."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _fracs(values) -> str:
+    vals = sorted({float(v) for v in values if np.isfinite(v)})
+    return ", ".join(f"{v:g}" for v in vals) if vals else "none"
+
+
+def _grid_section(df: pd.DataFrame) -> list[str]:
+    pre = df[df["kind"] == "pretrain"]
+    ft = df[df["kind"] == "finetune"]
+    counts = df.groupby(["kind", "status"]).size()
+    return [
+        "## Grid covered", "",
+        f"- animal fractions (pre-training): {_fracs(pre['animal_fraction'])}",
+        f"- animal fractions (fine-tuned): {_fracs(ft.loc[ft['method'] == 'mae', 'animal_fraction'])}",
+        f"- fine-tune fractions: {_fracs(ft['finetune_fraction'])}",
+        f"- seeds: {', '.join(str(int(s)) for s in sorted(df['seed'].dropna().unique())) or 'none'}",
+        f"- methods: {', '.join(sorted(set(df['method']) - {''})) or 'none'}",
+        f"- presets: {', '.join(sorted(set(df['preset']) - {''})) or 'none'}",
+        "- stages: " + (", ".join(f"{k} {s}: {n}" for (k, s), n in counts.items()) or "none"),
+        "",
+    ]
+
+
+def _keys_table(df: pd.DataFrame) -> pd.DataFrame:
+    cols = ["key", "kind", "method", "animal_fraction", "finetune_fraction", "seed", "status", "epochs",
+            "wall_seconds", *_KEY_METRICS, "error"]
+    out = df.sort_values(["kind", "method", "finetune_fraction", "animal_fraction", "seed"],
+                         ascending=[False, True, True, True, True], na_position="first")[cols].copy()
+    out["seed"] = out["seed"].map(lambda s: "" if pd.isna(s) else str(int(s)))
+    out["epochs"] = out["epochs"].map(lambda s: "" if pd.isna(s) else str(int(s)))
+    out["error"] = out["error"].map(lambda e: e if len(e) <= 120 else e[:117] + "...")
+    return out.rename(columns={"animal_fraction": "F", "finetune_fraction": "fine-tune"})
+
+
+def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_dir: Path | str,
+                 title: str) -> dict[str, Path]:
+    """Write results.parquet, results.md and the plots under `out_dir`; returns file name -> path.
+
+    A plot with nothing to draw (say, no fine-tunes yet) is left out and results.md says why.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    paths["results.parquet"] = write_table(pa.Table.from_pandas(results, preserve_index=False),
+                                           out_dir / "results.parquet")
+    df = analyze.clean(results)
+
+    plot_lines = []
+    for name, draw in _PLOTS.items():
+        target = out_dir / name
+        try:
+            paths[name] = draw(results, histories, target)
+            plot_lines.append(f"![{name}]({name})")
+        except plots.NothingToPlot as e:
+            target.unlink(missing_ok=True)      # never leave a stale plot from an earlier report
+            plot_lines.append(f"- {name}: skipped ({e})")
+
+    md = [f"# {title}", ""]
+    md += _grid_section(df)
+
+    table = analyze.paper_table(results)
+    md += ["## Test results (paper Table 2 form)", "",
+           "Mean over seeds ± half the 95% paired-bootstrap CI (no ± with a single seed); accuracy in %.", ""]
+    if table.empty:
+        md += ["No finished fine-tunes yet.", ""]
+    else:
+        shown = table[["method", "finetune_fraction", "n_seeds", "test loss", "IoU (binary)", "accuracy (%)",
+                       "mIoU"]].rename(columns={"finetune_fraction": "fine-tune", "n_seeds": "seeds"})
+        md += [markdown_table(shown), ""]
+
+    md += ["## Fits against animal fraction", "",
+           "Least squares over every (fraction, seed) point: quadratic with >= 4 fractions, linear with 2-3.", ""]
+    fit_lines = []
+    for metric, label in analyze.METRICS.items():
+        for ft, fit in analyze.fits(results, metric).items():
+            fit_lines.append(f"- {label}, fine-tune {ft:g}: {fit.describe()} (rmse {fit.rmse:.3g}, "
+                             f"{fit.n_points} points)")
+    md += (fit_lines or ["No MAE fine-tunes to fit."]) + [""]
+
+    md += ["## Suggested next animal fractions", ""]
+    picks = analyze.suggest_fractions(results)
+    md += ([f"- {f:g}: {reason}" for f, reason in picks] or ["Nothing to suggest (fewer than two fractions)."])
+    md += ["", "## Plots", "", *plot_lines, ""]
+
+    md += ["## Stages", "", markdown_table(_keys_table(df)) if not df.empty else "No stages.", ""]
+    md_path = out_dir / "results.md"
+    tmp = md_path.with_name(f".{md_path.name}.tmp")
+    tmp.write_text("\n".join(md))
+    tmp.replace(md_path)
+    paths["results.md"] = md_path
+    return paths

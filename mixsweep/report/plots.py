@@ -1,0 +1,178 @@
+"""Sweep plots: a metric against the animal fraction, learning curves (paper Figs 3 and 5), pre-training loss.
+
+Drawn on matplotlib's object API with the Agg canvas, never pyplot, so no global state changes. A plot with
+nothing to draw raises NothingToPlot, which the report builder turns into a line of text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from mixsweep.report.analyze import (METHOD_LABELS, METRICS, aggregate, clean, finetunes, fits,
+                                     paired_bootstrap, seed_matrix)
+
+DPI = 110
+BASELINE_STYLE = {"resnet50": dict(color="0.15", linestyle=":"),
+                  "supervised_mae": dict(color="0.55", linestyle=(0, (1, 4)))}
+
+
+class NothingToPlot(ValueError):
+    """The results hold nothing this plot can show."""
+
+
+def _figure(cols: int, width: float = 5.0, height: float = 3.8) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(cols * width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, np.atleast_1d(fig.subplots(1, cols))
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI)
+    return path
+
+
+def _label(metric: str) -> str:
+    return METRICS.get(metric, metric.replace("_", " "))
+
+
+def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path) -> Path:
+    """Test `metric` against animal fraction: per fine-tune fraction the seed mean with its 95% CI band, the
+    fitted curve dashed, and the baselines at that fine-tune fraction as dotted horizontal lines."""
+    agg = aggregate(results, metric)
+    mae = agg[agg["method"] == "mae"] if not agg.empty else agg
+    if mae.empty:
+        raise NothingToPlot(f"no finished MAE fine-tunes with {metric}")
+    curve_fits = fits(results, metric)
+    fig, (ax,) = _figure(1, width=6.5, height=4.5)
+    cmap = colormaps["tab10"]
+    lo_x, hi_x = float(mae["animal_fraction"].min()), float(mae["animal_fraction"].max())
+    for i, (ft, g) in enumerate(mae.groupby("finetune_fraction", sort=True)):
+        color = cmap(i % 10)
+        g = g.sort_values("animal_fraction")
+        ax.plot(g["animal_fraction"], g["mean"], "o-", color=color, label=f"fine-tune {ft:g} (n={g['n_seeds'].max()})")
+        band = g.dropna(subset=["ci_low", "ci_high"])
+        if not band.empty:
+            ax.fill_between(band["animal_fraction"], band["ci_low"], band["ci_high"], color=color, alpha=0.2,
+                            linewidth=0)
+        fit = curve_fits.get(float(ft))
+        if fit is not None and fit.kind != "constant":
+            xs = np.linspace(lo_x, hi_x, 101)
+            ax.plot(xs, fit.predict(xs), "--", color=color, linewidth=1, label=f"{fit.kind} fit, fine-tune {ft:g}")
+        base = agg[(agg["method"] != "mae") & np.isclose(agg["finetune_fraction"], ft)]
+        for _, b in base.iterrows():
+            style = dict(BASELINE_STYLE.get(b["method"], dict(color="0.4", linestyle=":")))
+            # Colour ties a baseline to its fine-tune fraction when there are several.
+            if mae["finetune_fraction"].nunique() > 1:
+                style["color"] = color
+            ax.axhline(b["mean"], linewidth=1.5, **style,
+                       label=f"{METHOD_LABELS.get(b['method'], b['method'])}, fine-tune {ft:g}")
+    ax.set_xlabel("animal fraction of pre-training data F")
+    ax.set_ylabel(f"test {_label(metric)}")
+    ax.set_title(f"test {_label(metric)} vs animal fraction (mean, 95% CI over seeds)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def _mean_history(keys: list[str], histories: dict[str, list[dict]], field: str) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs and the per-epoch mean of `field` over runs (runs of different length: mean of those present)."""
+    frames = []
+    for k in keys:
+        rows = [r for r in histories.get(k, []) if r.get(field) is not None]
+        if rows:
+            h = pd.DataFrame(rows)
+            if "epoch" not in h:
+                h["epoch"] = np.arange(1, len(h) + 1)
+            frames.append(h[["epoch", field]].astype(float))
+    if not frames:
+        return np.empty(0), np.empty(0)
+    mean = pd.concat(frames).groupby("epoch")[field].mean()
+    return mean.index.to_numpy(dtype=float), mean.to_numpy(dtype=float)
+
+
+def plot_curves(results: pd.DataFrame, histories: dict[str, list[dict]], path: str | Path,
+                finetune_fraction: float | None = None) -> Path:
+    """Train loss, val loss and val IoU (binary) per epoch, mean over seeds, one line per animal fraction plus
+    the baselines, at one fine-tune fraction (default: the largest)."""
+    df = finetunes(results)
+    df = df[df["key"].isin([k for k, h in histories.items() if h])]
+    if df.empty:
+        raise NothingToPlot("no fine-tune histories")
+    ft = float(df["finetune_fraction"].max()) if finetune_fraction is None else float(finetune_fraction)
+    df = df[np.isclose(df["finetune_fraction"], ft)]
+    if df.empty:
+        raise NothingToPlot(f"no fine-tune histories at fine-tune fraction {ft:g}")
+    panels = (("train_loss", "train loss"), ("val_loss", "val loss"), ("val_iou_binary", "val IoU (binary)"))
+    fig, axes = _figure(3, width=4.5)
+    mae = df[df["method"] == "mae"]
+    fracs = sorted(mae["animal_fraction"].dropna().unique())
+    cmap = colormaps["viridis"]
+    groups: list[tuple[str, list[str], dict]] = []
+    for i, f in enumerate(fracs):
+        color = cmap(i / max(len(fracs) - 1, 1))
+        groups.append((f"F={f:g}", mae.loc[mae["animal_fraction"] == f, "key"].tolist(), dict(color=color)))
+    for method, style in BASELINE_STYLE.items():
+        keys = df.loc[df["method"] == method, "key"].tolist()
+        if keys:
+            groups.append((METHOD_LABELS[method], keys, dict(color=style["color"], linestyle="--")))
+    drawn = False
+    for ax, (field, title) in zip(axes, panels):
+        for label, keys, style in groups:
+            ep, y = _mean_history(keys, histories, field)
+            if ep.size:
+                ax.plot(ep, y, linewidth=1.3, label=f"{label} (n={len(keys)})", **style)
+                drawn = True
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    if not drawn:
+        raise NothingToPlot("fine-tune histories hold no train_loss, val_loss or val_iou_binary")
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"fine-tuning at fine-tune fraction {ft:g} (mean over seeds)", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_pretrain_loss(results: pd.DataFrame, histories: dict[str, list[dict]], path: str | Path) -> Path:
+    """Left: final pre-training val loss against animal fraction with a 95% CI over seeds. Right: val loss
+    curves per animal fraction (mean over seeds)."""
+    df = clean(results)
+    df = df[(df["kind"] == "pretrain") & (df["status"] == "done") & np.isfinite(df["val_loss"])]
+    if df.empty:
+        raise NothingToPlot("no finished pre-training runs with val_loss")
+    values, fracs = seed_matrix(df, "val_loss")
+    mean, low, high = paired_bootstrap(values)
+    fig, (left, right) = _figure(2)
+    left.plot(fracs, mean, "o-", color="C0", label="mean over seeds")
+    ok = np.isfinite(low)
+    if ok.any():
+        left.fill_between(fracs[ok], low[ok], high[ok], color="C0", alpha=0.2, linewidth=0, label="95% CI")
+    left.set_xlabel("animal fraction of pre-training data F")
+    left.set_ylabel("final val loss (MAE reconstruction)")
+    left.set_title("pre-training val loss", fontsize=10)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    cmap = colormaps["viridis"]
+    for i, f in enumerate(fracs):
+        ep, y = _mean_history(df.loc[df["animal_fraction"] == f, "key"].tolist(), histories, "val_loss")
+        if ep.size:
+            right.plot(ep, y, color=cmap(i / max(len(fracs) - 1, 1)), linewidth=1.3, label=f"F={f:g}")
+    right.set_xlabel("epoch")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_ylabel("val loss")
+    right.set_title("val loss per epoch (mean over seeds)", fontsize=10)
+    right.grid(alpha=0.3)
+    if right.lines:
+        right.legend(fontsize=7)
+    else:
+        right.text(0.5, 0.5, "no histories", ha="center", va="center", transform=right.transAxes)
+    return _save(fig, path)

@@ -1,0 +1,281 @@
+"""Sweep specs: one YAML file under `sweeps/` → a validated, frozen `SweepSpec`.
+
+A spec names the grid (animal fraction × fine-tune fraction × seed, plus baselines), where the data lives,
+and the model, recipes and resources every stage uses. Everything is checked before anything runs: a bad
+spec is one line, `<file>: <key.path>: <problem>`, e.g. `paper.yaml: pretrain.epoch: unknown key`.
+
+Paths under `data:` resolve against the spec file's folder. `storage` does not: like Ray's `storage_path`
+it is a URI or a local path taken relative to the directory the command runs in, so `runs/store` is the
+same store whichever spec names it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from mixsweep.errors import MixsweepError
+from mixsweep.train.config import ScalingSettings, _Strict, format_validation_error
+from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe
+
+# Fractions are rounded so that ranges and hand-written lists give the same values (and content keys):
+# 0.1 * 3 is 0.30000000000000004, which would otherwise be a different grid point from 0.3.
+DECIMALS = 10
+_EPS = 1e-9
+_MAX_POINTS = 10_001  # a range that expands past this is a typo (step 1e-6), not a sweep
+
+
+def _error(kind: str, message: str, **ctx: Any) -> PydanticCustomError:
+    # A custom error keeps the message as written (a ValueError would gain a "Value error, " prefix).
+    return PydanticCustomError(kind, message, ctx or None)
+
+
+class FractionRange(_Strict):
+    """`{start, stop, step}`: start, start + step, ... up to and including stop (within 1e-9)."""
+
+    start: float
+    stop: float
+    step: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FractionRange:
+        if self.stop < self.start:
+            raise _error("fraction_range", f"stop ({self.stop:g}) is below start ({self.start:g})")
+        if (self.stop - self.start) / self.step + 1 > _MAX_POINTS:
+            raise _error("fraction_range", f"step {self.step:g} gives more than {_MAX_POINTS} points")
+        return self
+
+    def values(self) -> list[float]:
+        n = math.floor((self.stop - self.start) / self.step + _EPS) + 1
+        return [round(self.start + i * self.step, DECIMALS) for i in range(n)]
+
+
+def _expand(v: Any) -> Any:
+    """A range mapping → its list of values; anything else is left for the list[float] check."""
+    if isinstance(v, FractionRange):
+        return v.values()
+    if not isinstance(v, dict):
+        return v
+    try:
+        return FractionRange.model_validate(v).values()
+    except ValidationError as e:
+        # A misspelt key also makes its real key "missing"; the misspelling is the useful report.
+        errors = e.errors()
+        first = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+        key = ".".join(str(p) for p in first["loc"])
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        where = f"range key {key}" if key else "range"
+        raise _error("fraction_range", f"{where}: {msg} (a range is {{start, stop, step}})") from None
+
+
+def _normalise_fractions(values: list[float], low_open: bool) -> list[float]:
+    if not values:
+        raise _error("empty_grid", "empty grid: give at least one fraction")
+    out = set()
+    for f in values:
+        ok = (0 < f <= 1) if low_open else (0 <= f <= 1)  # NaN fails both
+        if not ok:
+            raise _error("fraction_range", f"fraction {f:g} is outside {'(0, 1]' if low_open else '[0, 1]'}")
+        out.add(round(f, DECIMALS) + 0.0)  # + 0.0 turns -0.0 into 0.0
+    return sorted(out)
+
+
+class Grid(_Strict):
+    """The sweep's axes. Each fraction axis is a list or a `{start, stop, step}` range; after validation
+    both are sorted, de-duplicated lists of floats rounded to 10 decimals."""
+
+    animal_fractions: list[float]
+    finetune_fractions: list[float] = [1.0]
+    seeds: list[int]
+
+    @field_validator("animal_fractions", "finetune_fractions", mode="before")
+    @classmethod
+    def _ranges(cls, v: Any) -> Any:
+        return _expand(v)
+
+    @field_validator("animal_fractions")
+    @classmethod
+    def _animal(cls, v: list[float]) -> list[float]:
+        return _normalise_fractions(v, low_open=False)
+
+    @field_validator("finetune_fractions")
+    @classmethod
+    def _finetune(cls, v: list[float]) -> list[float]:
+        # A fine-tune on 0 % of the data is not a run.
+        return _normalise_fractions(v, low_open=True)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise _error("empty_grid", "empty grid: give at least one seed")
+        if any(s < 0 for s in v):
+            raise _error("seed", f"seed {min(v)} is negative")
+        return sorted(set(v))
+
+    @property
+    def animal(self) -> list[float]:
+        return self.animal_fractions
+
+
+class SynthData(_Strict):
+    """Synthetic look-alike data, written by `mixsweep.data.synth.write_synth` under
+    `<storage>/data/synth-<scale>-<seed>` on first use."""
+
+    scale: Literal["small", "medium"] = "small"
+    seed: int = Field(0, ge=0)
+
+
+_REAL_REQUIRED = ("coco_annotations", "coco_images", "pets_root")
+_REAL_KEYS = _REAL_REQUIRED + ("coco_val_annotations", "coco_val_images")
+
+
+class DataRoots(_Strict):
+    """Either `synth`, or the real datasets' roots. Relative paths resolve against the spec's folder; with
+    `check_paths` (the default) every given root must exist when the spec is loaded."""
+
+    synth: Optional[SynthData] = None
+    coco_annotations: Optional[Path] = None  # instances_train2017.json
+    coco_images: Optional[Path] = None  # train2017/
+    coco_val_annotations: Optional[Path] = None  # instances_val2017.json; without it, val is held out of train
+    coco_val_images: Optional[Path] = None
+    pets_root: Optional[Path] = None  # official or torchvision layout
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data  # pydantic reports the type
+        real = [k for k in _REAL_KEYS if data.get(k) is not None]
+        if data.get("synth") is not None and real:
+            raise _error("data_source", f"give either synth or the real data roots, not both (got synth and "
+                                        f"{', '.join(real)})")
+        if data.get("synth") is None:
+            missing = [k for k in _REAL_REQUIRED if data.get(k) is None]
+            if missing:
+                raise _error("data_root", f"missing data root: {', '.join(missing)} (or use synth: {{}})")
+            val = [data.get("coco_val_annotations") is None, data.get("coco_val_images") is None]
+            if val[0] != val[1]:
+                raise _error("data_root", "coco_val_annotations and coco_val_images go together")
+        return data
+
+    @field_validator(*_REAL_KEYS)
+    @classmethod
+    def _resolve(cls, v: Optional[Path], info: ValidationInfo) -> Optional[Path]:
+        if v is None:
+            return None
+        ctx = info.context or {}
+        v = v.expanduser()
+        if not v.is_absolute():
+            v = Path(ctx.get("base_dir", Path.cwd())) / v
+        if ctx.get("check_paths", True) and not v.exists():
+            raise _error("data_root", f"missing data root: {v} does not exist")
+        return v
+
+    @property
+    def is_synth(self) -> bool:
+        return self.synth is not None
+
+
+class MixtureSettings(_Strict):
+    """How each pre-training mixture is drawn (`mixsweep.data.mixture.build_mixture`) and packed."""
+
+    size: Optional[int] = Field(None, gt=0)  # None: the largest size valid at every fraction
+    rule: Literal["any", "paper"] = "any"  # which COCO images count as animal (README, "COCO index")
+    val_size: Optional[int] = Field(None, gt=0)  # held-out validation size when there is no val index
+    pack_size: int = Field(256, ge=16)  # side of the pre-resized uint8 pack
+
+
+class Resources(_Strict):
+    """Per stage kind, Ray Train's workers and what each gets; plus the Tune trial's own driver CPU."""
+
+    pretrain: ScalingSettings = ScalingSettings()
+    finetune: ScalingSettings = ScalingSettings()
+    # The trial process only waits on its TorchTrainer; reserving a CPU for it would idle one per stage.
+    trial_cpus: float = Field(0.0, ge=0)
+
+
+class WandbSettings(_Strict):
+    project: str = Field("mixsweep", min_length=1)
+    entity: Optional[str] = None
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online if logged in, else offline
+
+
+class SweepSpec(_Strict):
+    """One sweep: grid × data × model × recipes × resources. Recipe sections override the recipe defaults
+    field by field (`pretrain: {epochs: 3}` keeps every other default)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    description: str = ""
+    grid: Grid
+    baselines: list[Literal["supervised_mae", "resnet50"]] = []
+    data: DataRoots
+    preset: str = "base"
+    head: Literal["decoder", "linear"] = "decoder"
+    mixture: MixtureSettings = MixtureSettings()
+    pretrain: PretrainRecipe = PretrainRecipe()
+    finetune: FinetuneRecipe = FinetuneRecipe()
+    resources: Resources = Resources()
+    storage: str = Field("runs/store", min_length=1)  # local (relative to the current directory) or a URI
+    wandb: WandbSettings = WandbSettings()
+    checkpoint_every: int = Field(5, ge=1)
+    pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end
+    max_failures: int = Field(1, ge=0)
+
+    @field_validator("baselines")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        from mixsweep.models.mae import PRESETS
+
+        if v not in PRESETS:
+            raise _error("preset", f"unknown preset {v!r} (choose from {', '.join(PRESETS)})")
+        return v
+
+
+def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | str | None = None,
+               check_paths: bool = True) -> SweepSpec:
+    """Validate a spec mapping; relative data paths resolve against `base_dir` (default: the current dir)."""
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else type(data).__name__
+        raise MixsweepError(f"{source}: (top level): expected a mapping of keys, got {got}")
+    ctx = {"base_dir": Path(base_dir) if base_dir is not None else Path.cwd(), "check_paths": check_paths}
+    try:
+        return SweepSpec.model_validate(data, context=ctx)
+    except ValidationError as e:
+        raise MixsweepError(format_validation_error(source, e)) from None
+
+
+def load_spec(path: Path | str, check_paths: bool = True) -> SweepSpec:
+    """Read and validate a sweep spec YAML file. `check_paths=False` skips the data roots' existence check
+    (to inspect a spec written for another machine)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MixsweepError(f"{path}: spec file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise MixsweepError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+    return parse_spec(data, str(path), base_dir=path.resolve().parent, check_paths=check_paths)
+
+
+def spec_to_yaml_snippet(animal_fractions: list[float]) -> str:
+    """A `grid:` snippet with these animal fractions (sorted, de-duplicated), to paste over a spec's own."""
+    try:
+        values = _normalise_fractions([float(f) for f in animal_fractions], low_open=False)
+    except PydanticCustomError as e:
+        raise MixsweepError(f"animal_fractions: {e.message()}") from None
+    return ("grid:\n"
+            "  # finetune_fractions and seeds: keep the spec's own\n"
+            f"  animal_fractions: [{', '.join(repr(f) for f in values)}]\n")

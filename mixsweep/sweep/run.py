@@ -1,0 +1,230 @@
+"""Run a sweep with Ray Tune: one trial per pending stage, each launching a Ray Train TorchTrainer.
+
+The Tune searcher is the scheduler: it hands out a stage only when its parent pre-training is done, so
+every fine-tune starts as soon as its parent exists, and as many stages run at once as the cluster fits.
+Each stage's Train run is named by its key under the store, so an interrupted stage resumes from its own
+checkpoint, and a finished key (result.json in the store) never runs again. A new Tuner is built on every
+`mixsweep run`: Tune's own restore would ignore an extended grid.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import time
+import traceback
+from pathlib import Path
+
+from rich.console import Console
+
+from mixsweep.errors import MixsweepError
+from mixsweep.sweep.plan import Plan, Stage, build_plan
+from mixsweep.sweep.store import Store
+
+console = Console(highlight=False)
+
+
+def stage_job(stage: Stage, spec, store: Store) -> dict:
+    """The full job config of a stage: its plan job plus run settings under the store."""
+    resources = spec.resources.pretrain if stage.kind == "pretrain" else spec.resources.finetune
+    return {**stage.job, "scaling": resources.model_dump(mode="json"),
+            "run": {"name": stage.key, "storage": str(store.train_dir()), "checkpoint_every": spec.checkpoint_every,
+                    "pictures_every": spec.pictures_every, "max_failures": spec.max_failures}}
+
+
+def _final_metrics(result: dict) -> dict:
+    from mixsweep.train.loop import load_state
+
+    if result.get("checkpoint"):
+        return dict(load_state(result["checkpoint"]).get("metrics", {}))
+    return dict(result.get("metrics") or {})
+
+
+def run_stage(config: dict) -> dict:
+    """A Tune trial: train one stage (or find it done), record it in the store, log it to W&B."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from mixsweep.sweep import tracking
+    from mixsweep.train.config import parse_job
+    from mixsweep.train.ray_jobs import run_with_ray
+
+    store = Store(config["store"])
+    key, row = config["key"], config["row"]
+    if store.is_done(key):
+        ray.tune.report(store.result(key))
+        return
+    t0 = time.time()
+    try:
+        job = parse_job(config["job"], f"stage {key}")
+        result = run_with_ray(job, source=f"stage {key}", callbacks=[TuneReportCallback()], check=False)
+        metrics = _final_metrics(result)
+    except Exception as e:  # recorded once with its key; the sweep goes on with the other stages
+        message = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:500]
+        store.record_failure(key, row, message)
+        (store.stage_dir(key) / "traceback.txt").write_text(traceback.format_exc())
+        raise
+    final = store.record_result(key, {**row, **metrics, "wall_seconds": time.time() - t0}, result["run_dir"],
+                                result["checkpoint"] if job.kind == "pretrain" else None)
+    tracker = tracking.Tracker(**config["wandb"], root=store.root)
+    tracking.log_stage(tracker, key=key, name=config["name"], group=config["group"], job_type=config["job_type"],
+                       config={**row, "stage_key": key, "job": config["job"]}, history=store.history(key),
+                       summary=metrics, pictures=store.pictures(key))
+    ray.tune.report(final)
+
+
+def _stage_searcher_class():
+    from ray.tune.search import Searcher
+
+    class StageSearcher(Searcher):
+        """Suggests a stage only once its parent is done; FINISHED when nothing more can run."""
+
+        def __init__(self, configs: list[dict], done: set[str]):
+            super().__init__(metric=None, mode=None)
+            self.queue = list(configs)
+            self.done = set(done)
+            self.failed: set[str] = set()
+            self.trials: dict[str, str] = {}
+
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            return True
+
+        def suggest(self, trial_id: str):
+            for i, cfg in enumerate(self.queue):
+                parent = cfg["parent"]
+                if parent is None or parent in self.done:
+                    self.queue.pop(i)
+                    self.trials[trial_id] = cfg["key"]
+                    return cfg
+            # Children of a failed parent can never run: drop them so the sweep can finish.
+            self.queue = [c for c in self.queue if c["parent"] not in self.failed]
+            return Searcher.FINISHED if not self.queue and not self._running() else None
+
+        def _running(self) -> bool:
+            return any(k not in self.done and k not in self.failed for k in self.trials.values())
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            key = self.trials.get(trial_id)
+            if key is not None:
+                (self.failed if error else self.done).add(key)
+
+        def save(self, checkpoint_path: str) -> None:
+            Path(checkpoint_path).write_bytes(pickle.dumps(self.__dict__))
+
+        def restore(self, checkpoint_path: str) -> None:
+            self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
+
+    return StageSearcher
+
+
+def _progress_callback_class(total: int, done: int, names: dict[str, str]):
+    from ray.tune import Callback
+
+    class StageProgress(Callback):
+        """One line per stage start / finish with the running totals: done, running, pending."""
+
+        def __init__(self):
+            self.done, self.running, self.failed = done, 0, 0
+
+        def _line(self, verb: str, trial) -> None:
+            key = trial.config.get("key", "?")
+            pending = total - self.done - self.running - self.failed
+            console.print(f"[{self.done}/{total} done, {self.running} running, {pending} pending, "
+                          f"{self.failed} failed] {verb} {names.get(key, key)}")
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.running += 1
+            self._line("started", trial)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.running, self.done = self.running - 1, self.done + 1
+            self._line("finished", trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.running, self.failed = self.running - 1, self.failed + 1
+            self._line("FAILED", trial)
+
+    return StageProgress
+
+
+def stage_name(stage: Stage) -> str:
+    if stage.kind == "pretrain":
+        return f"pretrain F={stage.animal_fraction:.2f} seed {stage.seed}"
+    what = f"F={stage.animal_fraction:.2f}" if stage.method == "mae" else stage.method
+    return f"finetune {what} s={stage.finetune_fraction:.2f} seed {stage.seed}"
+
+
+def concurrency(spec) -> int:
+    """How many stages fit on the cluster at once (by the larger of the two stage kinds)."""
+    import ray
+
+    from mixsweep.train.ray_jobs import check_resources
+
+    for scaling in (spec.resources.pretrain, spec.resources.finetune):
+        check_resources(scaling)
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    fits = []
+    for scaling in (spec.resources.pretrain, spec.resources.finetune):
+        need = scaling.resources_per_worker()
+        workers = sum(min(int(res.get(k, 0) // v) if v else 10**9 for k, v in need.items()) for res in nodes)
+        fits.append(max(1, workers // scaling.num_workers))
+    return max(1, min(fits))
+
+
+def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bool = False) -> Plan:
+    """Run every pending stage of the spec; returns the plan with statuses after the run."""
+    from ray import tune
+
+    from mixsweep.train.ray_jobs import ensure_ray
+
+    store = Store(spec.storage)
+    store.check_writable()
+    plan = build_plan(spec, store)
+    pending = [s for s in plan.stages if s.status == "pending" or (retry_failed and s.status == "failed")]
+    done = {s.key for s in plan.stages if s.status == "done"}
+    skipped = [s for s in plan.stages if s.status == "failed" and not retry_failed]
+    console.print(f"{spec.name}: {len(plan.stages)} stages, {len(done)} done, {len(pending)} to run"
+                  + (f", {len(skipped)} failed earlier (rerun them with --retry-failed)" if skipped else ""))
+    if not pending:
+        store.write_results()
+        return plan
+    ensure_ray(address)
+    k = concurrency(spec)
+    configs = []
+    for s in pending:
+        configs.append({"key": s.key, "parent": s.parent, "row": s.row(), "job": stage_job(s, spec, store),
+                        "store": str(store.root), "name": stage_name(s), "group": spec.name,
+                        "job_type": s.job_type, "wandb": spec.wandb.model_dump(mode="json")})
+    searcher = _stage_searcher_class()(configs, done)
+    progress = _progress_callback_class(len(plan.stages), len(done), {s.key: stage_name(s) for s in plan.stages})
+    trainable = tune.with_resources(run_stage, {"cpu": spec.resources.trial_cpus})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(configs), max_concurrent_trials=k),
+        run_config=tune.RunConfig(name=f"{spec.name}-{int(time.time())}", storage_path=str(store.root / "tune"),
+                                  callbacks=[progress()], verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+    tuner.fit()
+    store.write_results()
+    after = build_plan(spec, store, write_mixtures=False)
+    counts = after.counts()
+    console.print(f"{spec.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending; "
+                  f"results in {store.root / 'results.parquet'}")
+    return after
+
+
+def spec_results(spec):
+    """(results frame, histories) of this spec's stages, for the report."""
+    store = Store(spec.storage)
+    plan = build_plan(spec, store, write_mixtures=False)
+    keys = [s.key for s in plan.stages]
+    frame = store.results_frame(keys)
+    histories = {k: store.history(k) for k in keys if store.is_done(k)}
+    if frame.empty:
+        raise MixsweepError(f"{spec.name}: no finished stage in {store.root} yet (run `mixsweep run` first)")
+    return frame, histories, store, plan
+
+
+def fmt_float(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:g}"

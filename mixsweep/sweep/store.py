@@ -1,0 +1,126 @@
+"""The result store: one folder per stage key, a Parquet table of final metrics over all keys.
+
+Layout under the spec's `storage`:
+    stages/<key>/result.json      final metrics + grid values; written last and atomically: it IS "done"
+    stages/<key>/failed.json      a deterministic failure, with its error (retried only when asked)
+    stages/<key>/metrics.jsonl    per-epoch history
+    stages/<key>/pictures/*.png   reconstructions / segmentations
+    stages/<key>/checkpoint/      pre-training only: the weights every child fine-tune starts from
+    mixtures/<key>.parquet        the exact images of a pre-training stage
+    train/<key>/                  Ray Train's run folder (checkpoints to resume an interrupted stage)
+    results.parquet               one row per key, rebuilt from stages/*/result.json
+The store is shared between sweeps: a stage is known by its content key, not by the sweep that ran it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from mixsweep.errors import MixsweepError
+from mixsweep.tables import write_table
+
+RESULT = "result.json"
+FAILED = "failed.json"
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class Store:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def check_writable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise MixsweepError(f"storage: {self.root} is not writable ({e.strerror or e})") from None
+
+    def stage_dir(self, key: str) -> Path:
+        return self.root / "stages" / key
+
+    def train_dir(self) -> Path:
+        return self.root / "train"
+
+    def mixture_path(self, key: str) -> Path:
+        return self.root / "mixtures" / f"{key}.parquet"
+
+    def checkpoint(self, key: str) -> Path:
+        return self.stage_dir(key) / "checkpoint" / "state.pt"
+
+    def is_done(self, key: str) -> bool:
+        return (self.stage_dir(key) / RESULT).is_file()
+
+    def result(self, key: str) -> dict | None:
+        path = self.stage_dir(key) / RESULT
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def failure(self, key: str) -> dict | None:
+        path = self.stage_dir(key) / FAILED
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def history(self, key: str) -> list[dict]:
+        path = self.stage_dir(key) / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def pictures(self, key: str) -> list[Path]:
+        return sorted((self.stage_dir(key) / "pictures").glob("*.png"))
+
+    def record_result(self, key: str, row: dict, run_dir: Path, checkpoint: Path | None) -> dict:
+        """Copy a finished stage's artifacts in, then mark it done (result.json last)."""
+        folder = self.stage_dir(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        if (run_dir / "metrics.jsonl").is_file():
+            shutil.copy2(run_dir / "metrics.jsonl", folder / "metrics.jsonl")
+        if (run_dir / "pictures").is_dir():
+            shutil.copytree(run_dir / "pictures", folder / "pictures", dirs_exist_ok=True)
+        if checkpoint is not None:
+            dest = self.checkpoint(key)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(".state.pt.tmp")
+            shutil.copy2(Path(checkpoint) / "state.pt" if Path(checkpoint).is_dir() else checkpoint, tmp)
+            os.replace(tmp, dest)
+        (folder / FAILED).unlink(missing_ok=True)
+        row = {**row, "status": "done", "error": ""}
+        _write_json_atomic(folder / RESULT, row)
+        return row
+
+    def record_failure(self, key: str, row: dict, error: str) -> None:
+        folder = self.stage_dir(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(folder / FAILED, {**row, "status": "failed", "error": error})
+
+    def rows(self) -> list[dict]:
+        out = []
+        stages = self.root / "stages"
+        for folder in sorted(stages.iterdir()) if stages.is_dir() else []:
+            for name in (RESULT, FAILED):
+                if (folder / name).is_file():
+                    out.append(json.loads((folder / name).read_text()))
+                    break
+        return out
+
+    def results_frame(self, keys: list[str] | None = None) -> pd.DataFrame:
+        rows = self.rows()
+        if keys is not None:
+            wanted = set(keys)
+            rows = [r for r in rows if r["key"] in wanted]
+        return pd.DataFrame(rows)
+
+    def write_results(self, frame: pd.DataFrame | None = None, path: Path | None = None) -> Path:
+        frame = self.results_frame() if frame is None else frame
+        return write_table(pa.Table.from_pandas(frame, preserve_index=False), path or self.root / "results.parquet")

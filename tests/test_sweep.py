@@ -1,0 +1,186 @@
+"""Sweeps: content keys and plans (no Ray), then real Ray Tune runs that reuse, extend and survive a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from mixsweep.spec import load_spec
+from mixsweep.sweep.plan import build_plan
+from mixsweep.sweep.store import Store
+
+
+def write_spec(path, storage, fractions=(0.0, 1.0), finetune=(0.5, 1.0), seeds=(0,), baselines=(), **extra):
+    spec = {
+        "name": "t",
+        "grid": {"animal_fractions": list(fractions), "finetune_fractions": list(finetune), "seeds": list(seeds)},
+        "baselines": list(baselines),
+        "data": {"synth": {"scale": "small", "seed": 0}},
+        "preset": "tiny",
+        "mixture": {"pack_size": 64},
+        "pretrain": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "blr": 1.5e-3},
+        "finetune": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "blr": 1e-2},
+        "resources": {"pretrain": {"num_workers": 1, "cpus_per_worker": 1},
+                      "finetune": {"num_workers": 1, "cpus_per_worker": 1}},
+        "storage": str(storage),
+        "wandb": {"mode": "offline", "project": "mixsweep-test"},
+        "checkpoint_every": 1,
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def result_times(store: Store) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (store.root / "stages").glob("*/result.json")}
+
+
+# --- plans and keys: no Ray -------------------------------------------------------------------------
+
+def test_one_pretraining_feeds_every_finetune(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.yaml", tmp_path / "store", baselines=["supervised_mae"]))
+    plan = build_plan(spec, Store(spec.storage))
+    kinds = [(s.kind, s.method) for s in plan.stages]
+    assert kinds.count(("pretrain", "mae")) == 2  # 2 fractions × 1 seed, not 2 × 2 fine-tune sizes
+    assert kinds.count(("finetune", "mae")) == 4 and kinds.count(("finetune", "supervised_mae")) == 2
+    pre = {s.key for s in plan.stages if s.kind == "pretrain"}
+    assert {s.parent for s in plan.stages if s.method == "mae" and s.kind == "finetune"} == pre
+    assert len({s.key for s in plan.stages}) == len(plan.stages)
+    assert all(s.status == "pending" for s in plan.stages)
+
+
+def test_keys_are_stable_and_extension_adds_only_new_keys(tmp_path):
+    store = tmp_path / "store"
+    base = build_plan(load_spec(write_spec(tmp_path / "a.yaml", store)), Store(store))
+    again = build_plan(load_spec(write_spec(tmp_path / "b.yaml", store)), Store(store))
+    assert [s.key for s in base.stages] == [s.key for s in again.stages]
+    wider = build_plan(load_spec(write_spec(tmp_path / "c.yaml", store, fractions=(0.0, 0.5, 1.0))), Store(store))
+    new = {s.key for s in wider.stages} - {s.key for s in base.stages}
+    assert {s.key for s in base.stages} <= {s.key for s in wider.stages}
+    kinds = sorted(s.kind for s in wider.stages if s.key in new)
+    assert kinds == ["finetune", "finetune", "pretrain"]
+    # What changes the result changes the key: the recipe, the seed.
+    other = write_spec(tmp_path / "d.yaml", store, seeds=(1,))
+    assert not {s.key for s in build_plan(load_spec(other), Store(store)).stages} & {s.key for s in base.stages}
+    spec = yaml.safe_load((tmp_path / "a.yaml").read_text())
+    spec["finetune"]["epochs"] = 3
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(spec))
+    changed = build_plan(load_spec(tmp_path / "e.yaml"), Store(store))
+    assert [s.key for s in changed.stages if s.kind == "pretrain"] == [s.key for s in base.stages if s.kind == "pretrain"]
+    assert not {s.key for s in changed.stages if s.kind == "finetune"} & {s.key for s in base.stages}
+
+
+def test_plan_json_has_totals(tmp_path, capsys):
+    from mixsweep.cli import main
+
+    path = write_spec(tmp_path / "s.yaml", tmp_path / "store", baselines=["resnet50"])
+    assert main(["plan", str(path), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["totals"]["stages"] == len(data["stages"]) == 2 + 4 + 2
+    assert data["totals"]["pending"] == 8 and data["totals"]["gpu_hours_total"] > 0
+
+
+# --- real sweeps on a local Ray instance ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def swept(ray_local, tmp_path_factory):
+    """The 2 × 2 × 1 sweep, run once for the tests below."""
+    from mixsweep.sweep.run import run_sweep
+
+    root = tmp_path_factory.mktemp("sweep")
+    path = write_spec(root / "s.yaml", root / "store")
+    plan = run_sweep(load_spec(path), str(path))
+    return root, path, plan
+
+
+def test_sweep_runs_every_stage_once_and_logs_it(swept):
+    root, path, plan = swept
+    store = Store(root / "store")
+    assert plan.counts() == {"done": 6, "failed": 0, "pending": 0}
+    rows = store.results_frame()
+    assert (rows["kind"] == "pretrain").sum() == 2 and (rows["kind"] == "finetune").sum() == 4
+    for s in plan.stages:
+        history = store.history(s.key)
+        assert [m["epoch"] for m in history] == [0, 1], s.key
+        if s.kind == "finetune":
+            assert 0 <= store.result(s.key)["test_miou"] <= 1
+            assert store.checkpoint(s.parent).is_file()
+    # One offline W&B run per stage, with its per-epoch history readable through wandb's own files.
+    from mixsweep.sweep.tracking import read_offline_history
+
+    runs = sorted((store.root / "wandb").glob("offline-run-*"))
+    assert len(runs) == 6
+    histories = [read_offline_history(r) for r in runs]
+    assert all(len(h) == 2 for h in histories)
+
+
+def test_rerun_runs_nothing(swept):
+    from mixsweep.sweep.run import run_sweep
+
+    root, path, _ = swept
+    store = Store(root / "store")
+    before = result_times(store)
+    t0 = time.time()
+    plan = run_sweep(load_spec(path), str(path))
+    assert plan.counts()["done"] == 6 and result_times(store) == before
+    assert time.time() - t0 < 30  # no Tune run at all
+
+
+def test_extending_the_grid_runs_only_the_new_points(swept):
+    from mixsweep.sweep.run import run_sweep
+
+    root, _, _ = swept
+    store = Store(root / "store")
+    before = result_times(store)
+    wider = write_spec(root / "wider.yaml", root / "store", fractions=(0.0, 0.5, 1.0))
+    plan = run_sweep(load_spec(wider), str(wider))
+    after = result_times(store)
+    assert {k: after[k] for k in before} == before, "a finished stage ran again"
+    new = set(after) - set(before)
+    assert sorted(plan.by_key()[k].kind for k in new) == ["finetune", "finetune", "pretrain"]
+
+
+def test_report_has_a_row_per_key_and_plots(swept):
+    from mixsweep.cli import main
+
+    root, path, plan = swept
+    assert main(["report", str(path)]) == 0
+    out = Store(root / "store").root / "reports" / "t"
+    import pandas as pd
+
+    table = pd.read_parquet(out / "results.parquet")
+    assert set(table["key"]) == {s.key for s in plan.stages}
+    for s in plan.stages:
+        row = table[table["key"] == s.key].iloc[0]
+        assert row["seed"] == s.seed and row["kind"] == s.kind
+    pngs = list(out.glob("*.png"))
+    assert pngs and all(p.stat().st_size > 1000 for p in pngs)
+    assert "| " in (out / "results.md").read_text()
+
+
+def test_driver_kill_then_rerun_finishes_without_rerunning(ray_local, tmp_path):
+    from mixsweep.sweep.run import run_sweep
+
+    path = write_spec(tmp_path / "k.yaml", tmp_path / "store", fractions=(0.25, 0.75), finetune=(1.0,))
+    store = Store(tmp_path / "store")
+    address = ray_local.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, "-m", "mixsweep.cli", "run", str(path), "--address", address],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not result_times(store):
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = result_times(store)
+    assert finished, "no stage finished before the kill"
+    plan = run_sweep(load_spec(path), str(path))
+    assert plan.counts() == {"done": 4, "failed": 0, "pending": 0}
+    after = result_times(store)
+    assert {k: after[k] for k in finished} == finished
