@@ -15,6 +15,8 @@ import time
 import traceback
 from pathlib import Path
 
+from ray.tune import Callback
+from ray.tune.search import Searcher
 from rich.console import Console
 
 from mixsweep.errors import MixsweepError
@@ -73,78 +75,73 @@ def run_stage(config: dict) -> dict:
     ray.tune.report(final)
 
 
-def _stage_searcher_class():
-    from ray.tune.search import Searcher
+class StageSearcher(Searcher):
+    """Suggests a stage only once its parent is done; FINISHED when nothing more can run."""
 
-    class StageSearcher(Searcher):
-        """Suggests a stage only once its parent is done; FINISHED when nothing more can run."""
+    def __init__(self, configs: list[dict], done: set[str]):
+        super().__init__(metric=None, mode=None)
+        self.queue = list(configs)
+        self.done = set(done)
+        self.failed: set[str] = set()
+        self.trials: dict[str, str] = {}
 
-        def __init__(self, configs: list[dict], done: set[str]):
-            super().__init__(metric=None, mode=None)
-            self.queue = list(configs)
-            self.done = set(done)
-            self.failed: set[str] = set()
-            self.trials: dict[str, str] = {}
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
 
-        def set_search_properties(self, metric, mode, config, **spec) -> bool:
-            return True
+    def suggest(self, trial_id: str):
+        for i, cfg in enumerate(self.queue):
+            parent = cfg["parent"]
+            if parent is None or parent in self.done:
+                self.queue.pop(i)
+                self.trials[trial_id] = cfg["key"]
+                return cfg
+        # Children of a failed parent can never run: drop them so the sweep can finish.
+        self.queue = [c for c in self.queue if c["parent"] not in self.failed]
+        return Searcher.FINISHED if not self.queue and not self._running() else None
 
-        def suggest(self, trial_id: str):
-            for i, cfg in enumerate(self.queue):
-                parent = cfg["parent"]
-                if parent is None or parent in self.done:
-                    self.queue.pop(i)
-                    self.trials[trial_id] = cfg["key"]
-                    return cfg
-            # Children of a failed parent can never run: drop them so the sweep can finish.
-            self.queue = [c for c in self.queue if c["parent"] not in self.failed]
-            return Searcher.FINISHED if not self.queue and not self._running() else None
+    def _running(self) -> bool:
+        return any(k not in self.done and k not in self.failed for k in self.trials.values())
 
-        def _running(self) -> bool:
-            return any(k not in self.done and k not in self.failed for k in self.trials.values())
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        key = self.trials.get(trial_id)
+        if key is not None:
+            (self.failed if error else self.done).add(key)
 
-        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-            key = self.trials.get(trial_id)
-            if key is not None:
-                (self.failed if error else self.done).add(key)
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_bytes(pickle.dumps(self.__dict__))
 
-        def save(self, checkpoint_path: str) -> None:
-            Path(checkpoint_path).write_bytes(pickle.dumps(self.__dict__))
-
-        def restore(self, checkpoint_path: str) -> None:
-            self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
-
-    return StageSearcher
+    def restore(self, checkpoint_path: str) -> None:
+        self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
 
 
-def _progress_callback_class(total: int, done: int, names: dict[str, str]):
-    from ray.tune import Callback
+class StageProgress(Callback):
+    """One line per stage start / finish with the running totals: done, running, pending, failed."""
 
-    class StageProgress(Callback):
-        """One line per stage start / finish with the running totals: done, running, pending."""
+    def __init__(self, total: int, done: int, names: dict[str, str]):
+        self.total, self.names = total, names
+        self.done, self.running, self.failed = done, 0, 0
 
-        def __init__(self):
-            self.done, self.running, self.failed = done, 0, 0
+    def _line(self, verb: str, trial) -> None:
+        key = trial.config.get("key", "?")
+        pending = self.total - self.done - self.running - self.failed
+        _print(f"[{self.done}/{self.total} done, {self.running} running, {pending} pending, {self.failed} failed] "
+               f"{verb} {self.names.get(key, key)}")
 
-        def _line(self, verb: str, trial) -> None:
-            key = trial.config.get("key", "?")
-            pending = total - self.done - self.running - self.failed
-            console.print(f"[{self.done}/{total} done, {self.running} running, {pending} pending, "
-                          f"{self.failed} failed] {verb} {names.get(key, key)}")
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running += 1
+        self._line("started", trial)
 
-        def on_trial_start(self, iteration, trials, trial, **info):
-            self.running += 1
-            self._line("started", trial)
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.running, self.done = self.running - 1, self.done + 1
+        self._line("finished", trial)
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.running, self.done = self.running - 1, self.done + 1
-            self._line("finished", trial)
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.running, self.failed = self.running - 1, self.failed + 1
+        self._line("FAILED", trial)
 
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self.running, self.failed = self.running - 1, self.failed + 1
-            self._line("FAILED", trial)
 
-    return StageProgress
+def _print(text: str) -> None:
+    Console(highlight=False).print(text, markup=False)  # a fresh Console: the callback must pickle
 
 
 def stage_name(stage: Stage) -> str:
@@ -195,14 +192,15 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
         configs.append({"key": s.key, "parent": s.parent, "row": s.row(), "job": stage_job(s, spec, store),
                         "store": str(store.root), "name": stage_name(s), "group": spec.name,
                         "job_type": s.job_type, "wandb": spec.wandb.model_dump(mode="json")})
-    searcher = _stage_searcher_class()(configs, done)
-    progress = _progress_callback_class(len(plan.stages), len(done), {s.key: stage_name(s) for s in plan.stages})
-    trainable = tune.with_resources(run_stage, {"cpu": spec.resources.trial_cpus})
+    searcher = StageSearcher(configs, done)
+    progress = StageProgress(len(plan.stages), len(done), {s.key: stage_name(s) for s in plan.stages})
+    # A trial only waits on its TorchTrainer; Ray refuses an empty request, so it asks for a sliver of a CPU.
+    trainable = tune.with_resources(run_stage, {"cpu": max(spec.resources.trial_cpus, 0.01)})
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(configs), max_concurrent_trials=k),
         run_config=tune.RunConfig(name=f"{spec.name}-{int(time.time())}", storage_path=str(store.root / "tune"),
-                                  callbacks=[progress()], verbose=0,
+                                  callbacks=[progress], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
     tuner.fit()

@@ -1,0 +1,310 @@
+"""W&B tracking: one run per stage (plus one per report), as an observer.
+
+Nothing here may stop training: every failure to log becomes one `TrackingWarning` and the call returns None.
+The API key is only ever read by wandb itself (from WANDB_API_KEY or netrc); we never pass, store or print it.
+
+Modes: "auto" (online when a key is configured, else offline), "online", "offline", "disabled". Offline runs land in
+<root>/wandb/offline-run-*/ and upload later with `sync_command(root)`. An online run whose server check or start
+fails is logged offline instead, within `timeout_s`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import netrc
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MODES = ("auto", "online", "offline", "disabled")
+
+# Set only around wandb.init: the process environment is shared with training code.
+_ENV_LOCK = threading.Lock()
+# Per process and credentials: the online check's outcome (None = fine), so a dead server costs one timeout.
+_ONLINE_PROBLEM: dict[str, str | None] = {}
+
+
+class TrackingWarning(UserWarning):
+    """W&B could not log something; training is unaffected."""
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """Where and how to log: a W&B project/entity, a mode, and the store root that holds offline runs."""
+
+    project: str = "mixsweep"
+    entity: str | None = None
+    mode: str = "auto"
+    root: Path = field(default_factory=Path.cwd)
+    timeout_s: float = 30.0  # server check and wandb.init; uploads at finish get 10x
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+
+def resolve_mode(mode: str) -> str:
+    """The mode to use: explicit modes pass through; "auto" is online when an API key is configured, else offline."""
+    if mode not in MODES:
+        raise ValueError(f"wandb mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode != "auto":
+        return mode
+    # A user's WANDB_MODE=offline/disabled is the usual W&B switch; honour it. (WANDB_MODE=online without a
+    # key would make wandb prompt for one, so it does not force online.)
+    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env_mode in ("offline", "dryrun", "disabled"):
+        return "disabled" if env_mode == "disabled" else "offline"
+    return "online" if _api_key_configured() else "offline"
+
+
+def _api_key_configured() -> bool:
+    """True when WANDB_API_KEY is set or netrc has an entry for the W&B host; the key is never read out."""
+    if os.environ.get("WANDB_API_KEY", "").strip():
+        return True
+    hosts = {"api.wandb.ai"}
+    try:
+        from wandb.sdk.lib.urls import DEFAULT_BASE_URL  # moved between wandb versions; the fallback covers it
+
+        hosts.add(urlsplit(DEFAULT_BASE_URL).netloc)
+    except Exception:
+        pass
+    if base := os.environ.get("WANDB_BASE_URL"):
+        hosts.add(urlsplit(base).netloc)
+    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
+    try:
+        entries = netrc.netrc(str(path))
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return any((auth := entries.authenticators(h)) and auth[2] for h in hosts if h)
+
+
+def run_id(key: str) -> str:
+    """A stable W&B run id for a key: the key itself when it is a valid id, else a slug plus a hash."""
+    if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key):
+        return key
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", key).strip("-")[:40]
+    return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}".lstrip("-")
+
+
+def sync_command(root: Path | str) -> str:
+    """The shell line that uploads the offline runs under `root`."""
+    return f"wandb sync {shlex.quote(str(Path(root) / 'wandb'))}/offline-run-*"
+
+
+def log_stage(tracker: Tracker, *, key: str, name: str, group: str, job_type: str, config: dict,
+              history: list[dict], summary: dict, pictures: list[Path]) -> Path | None:
+    """Log one stage as one run (id from `key`); returns its local folder, None when disabled or on failure."""
+    what = f"stage {key}"
+
+    def body(run: Any, wandb: Any) -> None:
+        rows = _rows_by_step(history)
+        images = _images(wandb, pictures, "pictures", what)
+        if images:  # with the last epoch, so they show next to its metrics
+            last = max(rows, default=0)
+            rows[last] = {**rows.get(last, {}), **images}
+        for step in sorted(rows):
+            run.log(rows[step], step=step)
+        run.summary.update(_plain(summary))
+
+    return _with_run(tracker, what, body, id=run_id(key), name=name, group=group, job_type=job_type,
+                     config={"stage_key": key, **_plain(config)})
+
+
+def log_report(tracker: Tracker, *, group: str, table: pd.DataFrame, plots: list[Path],
+               name: str = "report") -> Path | None:
+    """Log a sweep's report as one run (job_type "report"): the results table and the plots."""
+    what = f"report {group}"
+
+    def body(run: Any, wandb: Any) -> None:
+        try:
+            results = wandb.Table(dataframe=table)
+        except Exception:  # lists, paths, mixed columns: wandb.Table wants plain cells
+            results = wandb.Table(dataframe=table.astype(str))
+        run.log({"results": results, **_images(wandb, plots, "plots", what)}, step=0)
+
+    return _with_run(tracker, what, body, id=run_id(f"report-{group}"), name=name, group=group,
+                     job_type="report", config={"sweep": group})
+
+
+def read_offline_run(run_dir: Path | str) -> dict:
+    """A finished local run read back through wandb's own transaction-log reader (`wandb leet inspect --json`).
+
+    Returns run_id, name, project, group, job_type, config, history (rows with _step), summary, exit_code.
+    """
+    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"`wandb leet inspect` failed on {run_dir} (needs wandb >= 0.31): "
+                           f"{(done.stderr or done.stdout).strip()[-500:]}")
+    out: dict[str, Any] = {"run_id": None, "name": None, "project": None, "group": None, "job_type": None,
+                           "config": {}, "history": [], "summary": {}, "exit_code": None}
+    for line in done.stdout.splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        kind = record.get("type")
+        body = record.get(kind) or {}
+        if kind == "run":
+            out.update(run_id=body.get("run_id"), name=body.get("display_name"), project=body.get("project"),
+                       group=body.get("run_group"), job_type=body.get("job_type"))
+            _apply(out["config"], body.get("config") or {})
+        elif kind == "config":
+            _apply(out["config"], body)
+        elif kind == "summary":
+            _apply(out["summary"], body)
+        elif kind == "history":
+            out["history"].append(body.get("item") or {})
+        elif kind == "exit":
+            out["exit_code"] = body.get("exit_code", 0)
+    out["config"].pop("_wandb", None)
+    return out
+
+
+def read_offline_history(run_dir: Path | str) -> list[dict]:
+    """The history rows (dicts with _step and the logged metrics) of a finished local run."""
+    return read_offline_run(run_dir)["history"]
+
+
+# --- internals -------------------------------------------------------------------------------------------------
+
+
+def _with_run(tracker: Tracker, what: str, body: Callable[[Any, Any], None], **init_args: Any) -> Path | None:
+    try:
+        mode = resolve_mode(tracker.mode)
+        if mode == "disabled":
+            return None
+        _check_writable(tracker.root / "wandb")  # else wandb quietly falls back to a temp dir
+        import wandb
+
+        run = _start(wandb, tracker, mode, what, **init_args)
+        try:
+            body(run, wandb)
+        finally:
+            run.finish()
+        return Path(run.dir).parent
+    except Exception as e:
+        _warn(f"W&B: {what} not logged: {_brief(e)}")
+        return None
+
+
+def _start(wandb: Any, tracker: Tracker, mode: str, what: str, *, id: str, **init_args: Any) -> Any:
+    """wandb.init, online if asked and the server takes our key in time, else offline (one warning)."""
+    if mode == "online":
+        problem = _online_problem(wandb, tracker)
+        if problem is None:
+            try:
+                return _init(wandb, tracker, "online", id=id, **init_args)
+            except Exception as e:
+                problem = _brief(e)
+                # wandb-core keeps the failed online run's id busy in this process
+                id = f"{id}-offline"
+        _warn(f"W&B: {what} logged offline ({problem}); upload later with: {sync_command(tracker.root)}")
+    return _init(wandb, tracker, "offline", id=id, **init_args)
+
+
+def _online_problem(wandb: Any, tracker: Tracker) -> str | None:
+    """Why online logging will not work (bad key, no server), checked once per process within timeout_s."""
+    creds = os.environ.get("WANDB_API_KEY", "") + "|" + os.environ.get("WANDB_BASE_URL", "")
+    fingerprint = hashlib.sha256(creds.encode()).hexdigest()
+    if fingerprint not in _ONLINE_PROBLEM:
+        try:
+            wandb.Api(timeout=max(1, int(tracker.timeout_s)))  # verifies the key with the server
+            _ONLINE_PROBLEM[fingerprint] = None
+        except Exception as e:
+            _ONLINE_PROBLEM[fingerprint] = _brief(e)
+    return _ONLINE_PROBLEM[fingerprint]
+
+
+def _init(wandb: Any, tracker: Tracker, mode: str, **init_args: Any) -> Any:
+    fields = getattr(wandb.Settings, "model_fields", {})
+    wanted = dict(silent=True, console="off", save_code=False, disable_git=True, x_disable_stats=True,
+                  init_timeout=float(tracker.timeout_s), finish_timeout=10.0 * tracker.timeout_s)
+    settings = wandb.Settings(**{k: v for k, v in wanted.items() if k in fields})
+    # mode="offline" alone may still ask for a key (seen with Ray's setup_wandb); the variable never does.
+    with _env(WANDB_MODE=mode):
+        return wandb.init(project=tracker.project, entity=tracker.entity, dir=str(tracker.root), mode=mode,
+                          reinit="create_new", settings=settings, **init_args)
+
+
+@contextmanager
+def _env(**values: str) -> Iterator[None]:
+    with _ENV_LOCK:
+        old = {k: os.environ.get(k) for k in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def _check_writable(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-test-{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+
+
+def _rows_by_step(history: list[dict]) -> dict[int, dict]:
+    """step = the row's epoch (else its index); a repeated epoch (a resumed run) keeps its last row."""
+    rows: dict[int, dict] = {}
+    for i, row in enumerate(history):
+        row = _plain(row)
+        step = row.get("epoch", i)
+        rows[int(step) if isinstance(step, (int, float)) else i] = row
+    return rows
+
+
+def _images(wandb: Any, paths: list[Path], prefix: str, what: str) -> dict[str, Any]:
+    images = {}
+    for path in map(Path, paths):
+        try:
+            if not path.is_file():
+                raise FileNotFoundError("no such file")
+            images[f"{prefix}/{path.stem}"] = wandb.Image(str(path))
+        except Exception as e:
+            _warn(f"W&B: {what}: picture {path} skipped: {_brief(e)}")
+    return images
+
+
+def _plain(d: dict) -> dict:
+    """JSON-safe copy: Paths, numpy scalars and the like become plain values or strings."""
+    return json.loads(json.dumps(d, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def _apply(target: dict, change: dict) -> None:
+    target.update(change.get("update") or {})
+    for key in change.get("remove") or []:
+        target.pop(key if isinstance(key, str) else ".".join(key), None)
+
+
+def _brief(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    return _scrub(text[:300])
+
+
+def _scrub(text: str) -> str:
+    key = os.environ.get("WANDB_API_KEY", "").strip()
+    return text.replace(key, "***") if len(key) >= 8 else text
+
+
+def _warn(message: str) -> None:
+    # No source location: Python's default format then prints exactly one line, and nothing dedupes repeats.
+    warnings.warn_explicit(_scrub(message), TrackingWarning, filename="mixsweep", lineno=0)
