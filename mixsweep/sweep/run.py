@@ -10,6 +10,7 @@ checkpoint, and a finished key (result.json in the store) never runs again. A ne
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import time
 import traceback
@@ -141,7 +142,7 @@ class StageProgress(Callback):
 
 
 def _print(text: str) -> None:
-    Console(highlight=False).print(text, markup=False)  # a fresh Console: the callback must pickle
+    Console(highlight=False, soft_wrap=True).print(text, markup=False)  # a fresh Console: the callback must pickle
 
 
 def stage_name(stage: Stage) -> str:
@@ -185,7 +186,10 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
     if not pending:
         store.write_results()
         return plan
-    ensure_ray(address)
+    # Worker logs stay in Ray's session logs (and a failed stage's traceback.txt): the terminal shows progress.
+    ensure_ray(address, quiet=True)
+    # Tune's default CSV/JSON/TensorBoard loggers duplicate the store and W&B, and warn on NaN metrics.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     k = concurrency(spec)
     configs = []
     for s in pending:

@@ -37,7 +37,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 class Store:
     def __init__(self, root: Path | str):
-        self.root = Path(root)
+        self.root = Path(root).expanduser().resolve()  # Ray wants absolute storage paths
 
     def check_writable(self) -> None:
         try:

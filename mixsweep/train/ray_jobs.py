@@ -86,13 +86,14 @@ def check_resources(scaling: ScalingSettings) -> None:
             f"{len(nodes)} node(s), room for {fits} such worker(s)")
 
 
-def ensure_ray(address: str | None = None) -> None:
+def ensure_ray(address: str | None = None, quiet: bool = False) -> None:
+    """Join `address` or start a local instance; `quiet` keeps worker logs out of this terminal."""
     import ray
 
     if ray.is_initialized():
         return
     try:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=not quiet)
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise MixsweepError(f"--address {address}: cannot reach a Ray cluster ({str(e).splitlines()[0]})") from None
 
