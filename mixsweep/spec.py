@@ -15,11 +15,11 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from mixsweep.errors import MixsweepError
+from mixsweep.yamlio import read_yaml
 from mixsweep.train.config import ScalingSettings, _Strict, format_validation_error
 from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe
 
@@ -259,14 +259,7 @@ def load_spec(path: Path | str, check_paths: bool = True) -> SweepSpec:
     """Read and validate a sweep spec YAML file. `check_paths=False` skips the data roots' existence check
     (to inspect a spec written for another machine)."""
     path = Path(path)
-    if not path.is_file():
-        raise MixsweepError(f"{path}: spec file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise MixsweepError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+    data = read_yaml(path, "spec file")
     return parse_spec(data, str(path), base_dir=path.resolve().parent, check_paths=check_paths)
 
 

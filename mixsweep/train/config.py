@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mixsweep.errors import MixsweepError
+from mixsweep.yamlio import read_yaml
 from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe
 
 
@@ -154,12 +154,5 @@ def parse_job(data: dict, source: str = "<config>", kind: str | None = None):
 def load_job(path: Path | str, kind: str | None = None):
     """Read and validate a job YAML file."""
     path = Path(path)
-    if not path.is_file():
-        raise MixsweepError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise MixsweepError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+    data = read_yaml(path, "config file")
     return parse_job(data, str(path), kind)
