@@ -198,6 +198,16 @@ class Resources(_Strict):
     finetune: ScalingSettings = ScalingSettings()
     # The trial process only waits on its TorchTrainer; reserving a CPU for it would idle one per stage.
     trial_cpus: float = Field(0.0, ge=0)
+    # Custom resources a trial asks for: {"mixsweep_head": 1} keeps the drivers on a cluster's head node.
+    trial_resources: dict[str, float] = {}
+
+    @field_validator("trial_resources")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, x in v.items() if x <= 0 or k in ("CPU", "GPU")]
+        if bad:
+            raise ValueError(f"{bad[0]!r}: list custom resources with amounts > 0 (CPU is trial_cpus)")
+        return v
 
 
 class WandbSettings(_Strict):
@@ -221,11 +231,31 @@ class SweepSpec(_Strict):
     pretrain: PretrainRecipe = PretrainRecipe()
     finetune: FinetuneRecipe = FinetuneRecipe()
     resources: Resources = Resources()
-    storage: str = Field("runs/store", min_length=1)  # local (relative to the current directory) or a URI
+    # The store: results, mixtures, W&B offline runs, finished checkpoints. A local path (relative to the
+    # current directory); on a cluster, a shared mount every node sees (e.g. EFS at /mnt/mixsweep).
+    storage: str = Field("runs/store", min_length=1)
+    # Ray Train's storage_path for in-flight stage checkpoints: a URI (s3://bucket/prefix, gs://...) or a
+    # path. None: <storage>/train.
+    train_storage: Optional[str] = None
     wandb: WandbSettings = WandbSettings()
     checkpoint_every: int = Field(5, ge=1)
     pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end
     max_failures: int = Field(1, ge=0)
+
+    @field_validator("storage")
+    @classmethod
+    def _local_store(cls, v: str) -> str:
+        if "://" in v:
+            raise _error("storage", f"{v!r} is a URI; the store must be a path every node sees (a shared mount). "
+                         "Put Ray Train checkpoints on object storage with train_storage")
+        return v
+
+    @field_validator("train_storage")
+    @classmethod
+    def _known_scheme(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and "://" in v and v.split("://")[0] not in ("s3", "gs", "gcs", "file", "abfs", "hdfs"):
+            raise _error("train_storage", f"{v!r}: unsupported scheme (use s3://, gs://, file:// or a path)")
+        return v
 
     @field_validator("baselines")
     @classmethod

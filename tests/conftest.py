@@ -57,11 +57,30 @@ def finetune_config(inputs, storage, name, model="mae", init=None, **run) -> dic
     return cfg
 
 
+HEAD_RESOURCE = "mixsweep_head"
+
+
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray instance for the whole test session (start-up costs tens of seconds here)."""
+    """One Ray cluster for the whole session (start-up costs tens of seconds here), shaped like
+    cluster.yaml's: a head with no CPUs for training and a custom resource for the sweep's trials, and two
+    worker nodes with 2 CPUs each, all on this machine."""
     import ray
+    from ray.cluster_utils import Cluster
 
-    ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False)
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "resources": {HEAD_RESOURCE: 8}, "include_dashboard": True})
+    for _ in range(2):
+        cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
     yield ray
     ray.shutdown()
+    cluster.shutdown()
+
+
+def node_ids(ray) -> dict[str, str]:
+    """{'head': id, 'workers': ...}: the session cluster's node ids by role."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    head = [n["NodeID"] for n in nodes if HEAD_RESOURCE in n["Resources"]]
+    return {"head": head[0], "workers": {n["NodeID"] for n in nodes if HEAD_RESOURCE not in n["Resources"]}}

@@ -1,54 +1,101 @@
-"""Ray Train V2 jobs on a local Ray instance: 2-worker CPU DDP, failure + resume, fine-tuning, refusals.
+"""Ray Train V2 jobs on the session's 3-node Ray cluster: 2-worker CPU DDP packed on one node and spread
+over two, a worker SIGKILLed mid-epoch, fine-tuning, refusals.
 
 Ray start-up and trainer start cost tens of seconds here, so these are few and each checks a lot.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+
 import pytest
 import torch
 
-from conftest import finetune_config, pretrain_config
+from conftest import finetune_config, node_ids, pretrain_config
 from mixsweep.errors import MixsweepError
 from mixsweep.train.config import ScalingSettings, parse_job
 from mixsweep.train.loop import load_state, read_metrics
-from mixsweep.train.ray_jobs import check_resources, run_with_ray
+from mixsweep.train.ray_jobs import check_resources, read_placement, run_with_ray
 
-TWO_WORKERS = {"num_workers": 2, "cpus_per_worker": 1}
+
+def two_workers(strategy: str = "PACK") -> dict:
+    return {"num_workers": 2, "cpus_per_worker": 1, "placement_strategy": strategy}
+
+
+def kill_a_worker_mid_epoch(run_dir, seen: dict, timeout: float = 180) -> None:
+    """SIGKILL rank 1 as soon as epoch 0 is logged, i.e. while epoch 1 runs; record what was logged then."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        placement = {w["rank"]: w["pid"] for w in read_placement(run_dir)}
+        logged = [m["epoch"] for m in read_metrics(run_dir)] if (run_dir / "metrics.jsonl").is_file() else []
+        if logged and 1 in placement:
+            os.kill(placement[1], signal.SIGKILL)
+            seen.update(pid=placement[1], logged=logged)
+            return
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
 def ddp_runs(ray_local, train_inputs, tmp_path_factory):
-    """The same 2-worker pre-training twice: once straight, once with a worker failure after epoch 0."""
+    """The same 2-worker pre-training three times: both ranks on one node, spread over two nodes, and
+    packed again with rank 1 SIGKILLed in the middle of epoch 1."""
     storage = tmp_path_factory.mktemp("ray-runs")
     out = {}
-    for name, run in (("straight", {}), ("failed", {"fail_after_epoch": 0, "max_failures": 1})):
+    for name, strategy, run in (("packed", "PACK", {}), ("spread", "STRICT_SPREAD", {}),
+                                ("killed", "PACK", {"max_failures": 1})):
         cfg = pretrain_config(train_inputs, storage, name, **run)
-        cfg["scaling"] = TWO_WORKERS
-        out[name] = run_with_ray(parse_job(cfg))
+        cfg["scaling"] = two_workers(strategy)
+        seen: dict = {}
+        killer = None
+        if name == "killed":
+            killer = threading.Thread(target=kill_a_worker_mid_epoch, args=(storage / name, seen), daemon=True)
+            killer.start()
+        t0 = time.time()
+        out[name] = {**run_with_ray(parse_job(cfg)), "seen": seen, "seconds": time.time() - t0}
+        if killer is not None:
+            killer.join(timeout=5)
     return out
 
 
-def test_two_worker_ddp_recovers_from_a_failure_and_matches(ddp_runs):
-    straight, failed = ddp_runs["straight"], ddp_runs["failed"]
-    # Ray restarted the worker group from the epoch-0 checkpoint: every epoch once, in order.
-    assert [m["epoch"] for m in read_metrics(failed["run_dir"])] == [0, 1, 2]
-    assert [m["epoch"] for m in read_metrics(straight["run_dir"])] == [0, 1, 2]
-    a, b = load_state(straight["checkpoint"]), load_state(failed["checkpoint"])
+def _same_weights(a: dict, b: dict) -> None:
     assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"]
-    # gloo all-reduce of two ranks on a CPU is deterministic, so the resumed run ends bit-identical.
     for k in a["model"]:
         assert torch.allclose(a["model"][k], b["model"][k], rtol=0, atol=1e-7), k
+
+
+def test_spread_over_two_nodes_matches_one_node(ray_local, ddp_runs):
+    nodes = node_ids(ray_local)
+    packed = {w["node_id"] for w in read_placement(ddp_runs["packed"]["run_dir"])}
+    spread = {w["node_id"] for w in read_placement(ddp_runs["spread"]["run_dir"])}
+    assert len(packed) == 1 and len(spread) == 2, (packed, spread)
+    assert (packed | spread) <= nodes["workers"], "the head node must run no training"
+    # gloo's all-reduce of two ranks is the same sum wherever the ranks run: equal within fp32 rounding.
+    _same_weights(load_state(ddp_runs["packed"]["checkpoint"]), load_state(ddp_runs["spread"]["checkpoint"]))
+    for name in ("packed", "spread"):
+        assert [m["epoch"] for m in read_metrics(ddp_runs[name]["run_dir"])] == [0, 1, 2]
     # Both ranks trained, each on its half of the rows with half of the effective batch.
-    steps_per_epoch = read_metrics(straight["run_dir"])[0]["step"]
+    steps_per_epoch = read_metrics(ddp_runs["packed"]["run_dir"])[0]["step"]
     assert steps_per_epoch == (60 // 2) // 4  # 60 train images over 2 ranks, batch 8 = 4 per worker
-    assert (straight["run_dir"] / "pictures" / "reconstructions_epoch0002.png").is_file()
+    assert (ddp_runs["packed"]["run_dir"] / "pictures" / "reconstructions_epoch0002.png").is_file()
+
+
+def test_worker_sigkill_mid_epoch_resumes_from_checkpoint(ddp_runs):
+    killed = ddp_runs["killed"]
+    seen = killed["seen"]
+    assert seen.get("logged") == [0], f"the kill should land in epoch 1, after epoch 0's checkpoint: {seen}"
+    # Ray restarted the worker group (new processes) from the epoch-0 checkpoint: every epoch once, in order.
+    assert seen["pid"] not in {w["pid"] for w in read_placement(killed["run_dir"])}
+    assert [m["epoch"] for m in read_metrics(killed["run_dir"])] == [0, 1, 2]
+    _same_weights(load_state(ddp_runs["packed"]["checkpoint"]), load_state(killed["checkpoint"]))
 
 
 def test_two_worker_finetune_from_the_ray_checkpoint(ray_local, train_inputs, ddp_runs, tmp_path):
-    ckpt = ddp_runs["straight"]["checkpoint"]
+    ckpt = ddp_runs["packed"]["checkpoint"]
     cfg = finetune_config(train_inputs, tmp_path, "ft", model="mae", init=f"{ckpt}/state.pt")
-    cfg["scaling"] = TWO_WORKERS
+    cfg["scaling"] = two_workers()
     out = run_with_ray(parse_job(cfg))
     metrics = out["metrics"]
     assert metrics["epoch"] == 1 and 0.0 <= metrics["test_miou"] <= 1.0 and 0.0 <= metrics["test_accuracy"] <= 1.0
@@ -57,8 +104,14 @@ def test_two_worker_finetune_from_the_ray_checkpoint(ray_local, train_inputs, dd
 
 
 def test_infeasible_request_is_refused_before_launch(ray_local):
-    with pytest.raises(MixsweepError, match=r"scaling: 3 workers × \(3 CPU\) cannot be placed; the cluster has 4 CPU"):
+    with pytest.raises(MixsweepError, match=r"scaling: 3 workers × \(3 CPU\) cannot be placed; the cluster has 4 CPU "
+                                            r"over 3 node\(s\), room for 0"):
         check_resources(ScalingSettings(num_workers=3, cpus_per_worker=3))
+    # 4 CPUs in all, but 2 per node: two 2-CPU workers fit, three do not.
+    with pytest.raises(MixsweepError, match="room for 2 such worker"):
+        check_resources(ScalingSettings(num_workers=3, cpus_per_worker=2))
     with pytest.raises(MixsweepError, match="GPU"):
         check_resources(ScalingSettings(num_workers=1, use_gpu=True))
+    with pytest.raises(MixsweepError, match="0 accelerator_type:H100"):
+        check_resources(ScalingSettings(num_workers=1, resources={"accelerator_type:H100": 0.001}))
     check_resources(ScalingSettings(num_workers=2, cpus_per_worker=2))  # exactly fits: no error

@@ -12,6 +12,7 @@ import time
 import pytest
 import yaml
 
+from conftest import HEAD_RESOURCE, node_ids
 from mixsweep.spec import load_spec
 from mixsweep.sweep.plan import build_plan
 from mixsweep.sweep.store import Store
@@ -28,7 +29,8 @@ def write_spec(path, storage, fractions=(0.0, 1.0), finetune=(0.5, 1.0), seeds=(
         "pretrain": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "blr": 1.5e-3},
         "finetune": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "blr": 1e-2},
         "resources": {"pretrain": {"num_workers": 1, "cpus_per_worker": 1},
-                      "finetune": {"num_workers": 1, "cpus_per_worker": 1}},
+                      "finetune": {"num_workers": 1, "cpus_per_worker": 1},
+                      "trial_resources": {HEAD_RESOURCE: 1}},  # drivers on the head, as on a real cluster
         "storage": str(storage),
         "wandb": {"mode": "offline", "project": "mixsweep-test"},
         "checkpoint_every": 1,
@@ -100,11 +102,15 @@ def swept(ray_local, tmp_path_factory):
     return root, path, plan
 
 
-def test_sweep_runs_every_stage_once_and_logs_it(swept):
+def test_sweep_runs_every_stage_once_and_logs_it(ray_local, swept):
     root, path, plan = swept
     store = Store(root / "store")
     assert plan.counts() == {"done": 6, "failed": 0, "pending": 0}
     rows = store.results_frame()
+    # Multi-node: every trial (Tune + Train drivers) on the head, every Train worker on a worker node.
+    nodes = node_ids(ray_local)
+    assert set(rows["trial_node"]) == {nodes["head"]}
+    assert set(rows["worker_nodes"]) <= nodes["workers"]
     assert (rows["kind"] == "pretrain").sum() == 2 and (rows["kind"] == "finetune").sum() == 4
     for s in plan.stages:
         history = store.history(s.key)
@@ -165,22 +171,82 @@ def test_report_has_a_row_per_key_and_plots(swept):
     assert "| " in (out / "results.md").read_text()
 
 
-def test_driver_kill_then_rerun_finishes_without_rerunning(ray_local, tmp_path):
+def test_driver_kill_then_rerun_resumes_the_interrupted_stage(ray_local, tmp_path):
+    """SIGKILL `mixsweep run` in the middle of the fine-tune; the same command finishes the sweep, runs the
+    finished pre-training 0 times and resumes the fine-tune from its checkpoint."""
     from mixsweep.sweep.run import run_sweep
 
+    finetune = {"epochs": 3, "batch_size": 16, "warmup_epochs": 1, "blr": 1e-2}
     path = write_spec(tmp_path / "k.yaml", tmp_path / "store", fractions=(0.25,), finetune=(1.0,))
+    spec = yaml.safe_load(path.read_text())
+    spec["finetune"] = finetune
+    path.write_text(yaml.safe_dump(spec))
     store = Store(tmp_path / "store")
+    ft = next(s for s in build_plan(load_spec(path), store).stages if s.kind == "finetune")
+    ft_log = store.train_dir() / ft.key / "metrics.jsonl"
     address = ray_local.get_runtime_context().gcs_address
     proc = subprocess.Popen([sys.executable, "-m", "mixsweep.cli", "run", str(path), "--address", address],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
-    while time.time() < deadline and not result_times(store):
-        time.sleep(1)
+    while time.time() < deadline and not (ft_log.is_file() and ft_log.read_text().strip()):
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    before_kill = ft_log.read_text().splitlines()
     finished = result_times(store)
-    assert len(finished) == 1, "the kill should land after the pre-training, before the fine-tune finished"
+    assert len(before_kill) == 1 and len(finished) == 1, "the kill should land in the fine-tune's epoch 1"
     plan = run_sweep(load_spec(path), str(path))
     assert plan.counts() == {"done": 2, "failed": 0, "pending": 0}
     after = result_times(store)
-    assert {k: after[k] for k in finished} == finished
+    assert {k: after[k] for k in finished} == finished, "the finished pre-training ran again"
+    # Resumed, not restarted: epoch 0's line (with its wall time) is the one logged before the kill.
+    history = store.history(ft.key)
+    assert [m["epoch"] for m in history] == [0, 1, 2]
+    assert ft_log.read_text().splitlines()[0] == before_kill[0]
+
+
+def _break_animal_images(synth, dest):
+    """A copy of the synthetic COCO + Pets in which every animal image in train2017 is garbage bytes."""
+    import shutil
+
+    from mixsweep.data.coco import build_coco_index
+
+    shutil.copytree(synth.root, dest)
+    index, _ = build_coco_index(synth.coco_train_annotations, synth.coco_train_images)
+    broken = [dest / "coco" / "train2017" / f for f in index.filter(index.column("is_animal")).column("file_name").to_pylist()]
+    originals = {p: p.read_bytes() for p in broken}
+    for p in broken:
+        p.write_bytes(b"not a jpeg")
+    return originals
+
+
+def test_deterministic_failure_is_recorded_once_and_retried_only_when_asked(ray_local, synth_small, tmp_path, capsys):
+    from mixsweep.sweep.run import run_sweep
+
+    originals = _break_animal_images(synth_small, tmp_path / "data")
+    path = write_spec(tmp_path / "f.yaml", tmp_path / "store", fractions=(1.0,), finetune=(1.0,),
+                      baselines=("supervised_mae",))
+    spec = yaml.safe_load(path.read_text())
+    spec["data"] = {"coco_annotations": "data/coco/annotations/instances_train2017.json",
+                    "coco_images": "data/coco/train2017", "pets_root": "data/pets"}
+    path.write_text(yaml.safe_dump(spec))
+    plan = run_sweep(load_spec(path), str(path))
+    by_kind = {(s.kind, s.method): s for s in plan.stages}
+    pre = by_kind[("pretrain", "mae")]
+    # The bad stage fails with its key and a one-line reason; the baseline still ran; the child is pending.
+    assert plan.counts() == {"done": 1, "failed": 1, "pending": 1}
+    failure = Store(tmp_path / "store").failure(pre.key)
+    assert failure["key"] == pre.key and "none of its" in failure["error"] and "not a jpeg" not in failure["error"]
+    assert "train2017" in failure["error"]
+    failed_at = (Store(tmp_path / "store").stage_dir(pre.key) / "failed.json").stat().st_mtime_ns
+    # The same command again does not retry it, and says how to.
+    capsys.readouterr()
+    again = run_sweep(load_spec(path), str(path))
+    assert again.counts() == {"done": 1, "failed": 1, "pending": 1}
+    assert "--retry-failed" in capsys.readouterr().out
+    assert (Store(tmp_path / "store").stage_dir(pre.key) / "failed.json").stat().st_mtime_ns == failed_at
+    # Fix the data (the pack's key follows the files' sizes and times), ask for a retry: both stages run.
+    for p, data in originals.items():
+        p.write_bytes(data)
+    fixed = run_sweep(load_spec(path), str(path), retry_failed=True)
+    assert fixed.counts() == {"done": 3, "failed": 0, "pending": 0}

@@ -235,6 +235,14 @@ class PackedSet:
         """Row indices of the usable (ok) items, ascending int64."""
         return np.flatnonzero(self._ok).astype(np.int64)
 
+    def require_usable(self, indices: np.ndarray, what: str) -> None:
+        """Refuse (before any training) a split none of whose rows could be read, naming the first reason."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and not self._ok[indices].any():
+            issue = self.rows.column("issue")[int(indices[0])].as_py()
+            raise MixsweepError(f"{what}: none of its {len(indices)} images is usable (first: "
+                                f"{self.rows.column('key')[int(indices[0])].as_py()!r}: {issue})")
+
     def indices_for(self, keys: Sequence[str]) -> np.ndarray:
         """Row indices of the given item keys (e.g. a fine-tune subset); an unknown key is an error."""
         where = {k: i for i, k in enumerate(self.rows.column("key").to_pylist())}

@@ -31,7 +31,8 @@ def stage_job(stage: Stage, spec, store: Store) -> dict:
     """The full job config of a stage: its plan job plus run settings under the store."""
     resources = spec.resources.pretrain if stage.kind == "pretrain" else spec.resources.finetune
     return {**stage.job, "scaling": resources.model_dump(mode="json"),
-            "run": {"name": stage.key, "storage": str(store.train_dir()), "checkpoint_every": spec.checkpoint_every,
+            "run": {"name": stage.key, "storage": spec.train_storage or str(store.train_dir()),
+                    "artifacts": str(store.train_dir() / stage.key), "checkpoint_every": spec.checkpoint_every,
                     "pictures_every": spec.pictures_every, "max_failures": spec.max_failures}}
 
 
@@ -45,12 +46,13 @@ def _final_metrics(result: dict) -> dict:
 
 def run_stage(config: dict) -> dict:
     """A Tune trial: train one stage (or find it done), record it in the store, log it to W&B."""
+    import ray
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from mixsweep.sweep import tracking
     from mixsweep.train.config import parse_job
-    from mixsweep.train.ray_jobs import run_with_ray
+    from mixsweep.train.ray_jobs import read_placement, run_with_ray
 
     store = Store(config["store"])
     key, row = config["key"], config["row"]
@@ -67,7 +69,10 @@ def run_stage(config: dict) -> dict:
         store.record_failure(key, row, message)
         (store.stage_dir(key) / "traceback.txt").write_text(traceback.format_exc())
         raise
-    final = store.record_result(key, {**row, **metrics, "wall_seconds": time.time() - t0}, result["run_dir"],
+    placement = {"trial_node": ray.get_runtime_context().get_node_id(),
+                 "worker_nodes": ",".join(sorted({w["node_id"] for w in read_placement(result["run_dir"])}))}
+    final = store.record_result(key, {**row, **metrics, **placement, "wall_seconds": time.time() - t0},
+                                result["run_dir"],
                                 result["checkpoint"] if job.kind == "pretrain" else None)
     tracker = tracking.Tracker(**config["wandb"], root=store.root)
     tracking.log_stage(tracker, key=key, name=config["name"], group=config["group"], job_type=config["job_type"],
@@ -161,6 +166,10 @@ def concurrency(spec) -> int:
     for scaling in (spec.resources.pretrain, spec.resources.finetune):
         check_resources(scaling)
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    for name, amount in spec.resources.trial_resources.items():
+        if not any(res.get(name, 0) >= amount for res in nodes):
+            raise MixsweepError(f"resources.trial_resources: no node has {amount:g} {name!r} (start the head "
+                                f"with resources: {{{name}: 1000}}, as in cluster.yaml), so no trial could start")
     fits = []
     for scaling in (spec.resources.pretrain, spec.resources.finetune):
         need = scaling.resources_per_worker()
@@ -199,7 +208,10 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
     searcher = StageSearcher(configs, done)
     progress = StageProgress(len(plan.stages), len(done), {s.key: stage_name(s) for s in plan.stages})
     # A trial only waits on its TorchTrainer; Ray refuses an empty request, so it asks for a sliver of a CPU.
-    trainable = tune.with_resources(run_stage, {"cpu": max(spec.resources.trial_cpus, 0.01)})
+    trial = {"cpu": spec.resources.trial_cpus, **spec.resources.trial_resources}
+    if not any(trial.values()):
+        trial["cpu"] = 0.01
+    trainable = tune.with_resources(run_stage, trial)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(configs), max_concurrent_trials=k),

@@ -27,6 +27,20 @@ class ScalingSettings(_Strict):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
+    # Extra custom resources per worker, e.g. {"accelerator_type:A100": 0.001} to pin a GPU type.
+    resources: dict[str, float] = {}
+    # PACK keeps a run's workers on few nodes (fast all-reduce); SPREAD puts them on different nodes.
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_only(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, amount in v.items():
+            if name in ("CPU", "GPU", "memory"):
+                raise ValueError(f"{name!r} has its own key (cpus_per_worker, gpus_per_worker); list only custom resources")
+            if amount <= 0:
+                raise ValueError(f"{name!r}: amount must be > 0, got {amount}")
+        return v
 
     @model_validator(mode="after")
     def _gpu_consistent(self):
@@ -40,14 +54,17 @@ class ScalingSettings(_Strict):
         res = {"CPU": self.cpus_per_worker}
         if self.use_gpu:
             res["GPU"] = self.gpus_per_worker
-        return res
+        return {**res, **self.resources}
 
 
 class RunSettings(_Strict):
     """Where a job writes, how often it checkpoints, how it survives failures."""
 
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._=-]+$")
-    storage: str = "runs"
+    storage: str = "runs"  # Ray's storage_path: a local path or a URI (s3://bucket/prefix)
+    # Metrics log, pictures and worker placement; a folder every node sees. Default: storage/name when
+    # storage is local, else ./runs/name.
+    artifacts: Optional[str] = None
     checkpoint_every: int = Field(1, ge=1)
     pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end
     max_failures: int = Field(0, ge=0)

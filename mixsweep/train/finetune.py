@@ -31,7 +31,11 @@ def prepare_finetune_data(job: FinetuneJob) -> Path:
     """Build (or reuse) the Pet pack on the driver, before any worker starts."""
     manifest = read_manifest(job.data.manifest)
     items = pets_pack_items(manifest, job.data.pets_root)
-    return build_pack(items, job.data.cache, size=job.data.pack_size, fit=PACK_FIT, mask_fn=trimap_to_labels).path
+    pack = build_pack(items, job.data.cache, size=job.data.pack_size, fit=PACK_FIT, mask_fn=trimap_to_labels)
+    subset_seed = job.seed if job.data.subset_seed is None else job.data.subset_seed
+    names = finetune_subset(manifest, job.data.finetune_fraction, seed=subset_seed).column("name").to_pylist()
+    pack.require_usable(pack.indices_for(names), f"{job.data.manifest} (fine-tune subset, Pet images)")
+    return pack.path
 
 
 class FinetuneTask:

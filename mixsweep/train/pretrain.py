@@ -24,7 +24,9 @@ def prepare_pretrain_data(job: PretrainJob) -> Path:
     """Build (or reuse) the pack of the job's mixture on the driver, before any worker starts."""
     mix = read_mixture(job.data.mixture)
     items = mixture_pack_items([mix], job.data.images, job.data.val_images)
-    return build_pack(items, job.data.cache, size=job.data.pack_size, fit="crop").path
+    pack = build_pack(items, job.data.cache, size=job.data.pack_size, fit="crop")
+    pack.require_usable(_rows(pack, mix, "train"), f"{job.data.mixture} (train split, images in {job.data.images})")
+    return pack.path
 
 
 def _rows(pack: PackedSet, mix, split: str):

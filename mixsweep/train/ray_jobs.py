@@ -10,6 +10,7 @@ request it can never satisfy.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -35,9 +36,12 @@ def storage_root(job) -> str:
     return str(root)
 
 
-def _artifact_dir(storage: str, name: str) -> Path:
-    """Pictures and the metrics log: beside Ray's checkpoints for local storage, under ./runs for a URI."""
-    return Path(storage) / name if "://" not in storage else Path("runs").resolve() / name
+def _artifact_dir(job, storage: str) -> Path:
+    """Pictures, the metrics log and worker placement: run.artifacts, else beside Ray's checkpoints for
+    local storage, else ./runs/<name>."""
+    if job.run.artifacts:
+        return Path(job.run.artifacts).expanduser().resolve()
+    return Path(storage) / job.run.name if "://" not in storage else Path("runs").resolve() / job.run.name
 
 
 def prepare_data(job) -> Path:
@@ -63,7 +67,7 @@ def run_job_in_world(job, pack: Path | str, world: World) -> dict:
 def run_local(job: PretrainJob | FinetuneJob) -> dict:
     """The job in this process, no Ray: resumes from the last checkpoint under storage/name/checkpoints."""
     pack = prepare_data(job)
-    run_dir = Path(storage_root(job)) / job.run.name
+    run_dir = _artifact_dir(job, storage_root(job))
     metrics = run_job_in_world(job, pack, local_world(run_dir, job.run.device))
     return {"metrics": metrics, "run_dir": run_dir}
 
@@ -98,7 +102,35 @@ def ensure_ray(address: str | None = None, quiet: bool = False) -> None:
         raise MixsweepError(f"--address {address}: cannot reach a Ray cluster ({str(e).splitlines()[0]})") from None
 
 
-def ray_world(run_dir: Path, device_pref: str) -> World:
+def resume_checkpoint(storage: str, name: str, registered, rank: int) -> Path | None:
+    """A local copy of the checkpoint to resume from: Ray's registered one, or a newer complete one in the
+    run folder. A driver killed between a worker's report and the controller's bookkeeping leaves a
+    checkpoint Ray never registered; without this, the rerun would start the stage over."""
+    import pyarrow.fs as pafs
+    import ray.train
+
+    from mixsweep.train.loop import load_state
+
+    fs, root = pafs.FileSystem.from_uri(storage if "://" in storage else str(Path(storage).resolve()))
+    infos = fs.get_file_info(pafs.FileSelector(f"{root}/{name}", allow_not_found=True))
+    after = Path(registered.path).name if registered is not None else ""
+    newer = sorted((i.path for i in infos if i.type == pafs.FileType.Directory
+                    and i.base_name.startswith("checkpoint_") and i.base_name > after), reverse=True)
+    candidates = [ray.train.Checkpoint(p, filesystem=fs) for p in newer] + ([registered] if registered else [])
+    for checkpoint in candidates:
+        # A local copy per rank: ranks on one node would otherwise share (and race on) one default folder.
+        local = Path(checkpoint.to_directory(tempfile.mkdtemp(prefix=f"mixsweep-resume-r{rank}-")))
+        if checkpoint is registered:
+            return local
+        try:
+            load_state(local)  # an upload cut short by the kill is skipped
+            return local
+        except MixsweepError:
+            continue
+    return None
+
+
+def ray_world(run_dir: Path, device_pref: str, storage: str, name: str) -> World:
     """The World of one Ray Train worker: rank from the train context, reports through ray.train.report."""
     import ray.train
     import ray.train.torch
@@ -108,14 +140,11 @@ def ray_world(run_dir: Path, device_pref: str) -> World:
     device = ray.train.torch.get_device() if device_pref != "cpu" else pick_device("cpu")
     if device.type == "cpu" and device_pref == "cuda":
         raise MixsweepError("run.device: 'cuda' requested but the worker got no GPU (set scaling.use_gpu)")
-    resume_from = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        # A local copy per rank: ranks on one node would otherwise share (and race on) one default folder.
-        resume_from = Path(checkpoint.to_directory(tempfile.mkdtemp(prefix=f"mixsweep-resume-r{rank}-")))
+    resume_from = resume_checkpoint(storage, name, ray.train.get_checkpoint(), rank)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         truncate_metrics(run_dir, resume_from)
+    record_placement(run_dir, rank)
 
     def report(metrics: dict, folder: Path | None) -> None:
         ckpt = ray.train.Checkpoint.from_directory(str(folder)) if folder is not None else None
@@ -130,12 +159,32 @@ def ray_world(run_dir: Path, device_pref: str) -> World:
                  resume_from=resume_from, wrap_model=wrap)
 
 
+def record_placement(run_dir: Path, rank: int) -> None:
+    """workers/rank<r>.json: which node and process this rank runs in (the latest attempt wins)."""
+    import socket
+
+    import ray
+
+    folder = run_dir / "workers"
+    folder.mkdir(parents=True, exist_ok=True)
+    info = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+            "host": socket.gethostname()}
+    tmp = folder / f".rank{rank}.json.tmp"
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, folder / f"rank{rank}.json")
+
+
+def read_placement(run_dir: Path | str) -> list[dict]:
+    folder = Path(run_dir) / "workers"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("rank*.json"))] if folder.is_dir() else []
+
+
 def train_loop_per_worker(config: dict) -> None:
     """What each Ray Train worker runs: rebuild the job from plain data and run it in a Ray world."""
     from mixsweep.train.config import parse_job
 
     job = parse_job(config["job"], config["source"])
-    world = ray_world(Path(config["run_dir"]), job.run.device)
+    world = ray_world(Path(config["run_dir"]), job.run.device, config["storage"], job.run.name)
     run_job_in_world(job, config["pack"], world)
 
 
@@ -154,12 +203,14 @@ def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", addre
         ensure_ray(address)
         check_resources(job.scaling)
     s = job.scaling
+    run_dir = _artifact_dir(job, storage)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job.model_dump(mode="json"), "source": source, "pack": str(pack),
-                           "run_dir": str(_artifact_dir(storage, job.run.name))},
+                           "run_dir": str(run_dir), "storage": storage},
         scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
-                                               resources_per_worker=s.resources_per_worker()),
+                                               resources_per_worker=s.resources_per_worker(),
+                                               placement_strategy=s.placement_strategy),
         run_config=ray.train.RunConfig(
             name=job.run.name,
             storage_path=storage,
@@ -170,4 +221,4 @@ def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", addre
     )
     result = trainer.fit()
     return {"metrics": result.metrics, "checkpoint": result.checkpoint.path if result.checkpoint else None,
-            "run_dir": _artifact_dir(storage, job.run.name)}
+            "run_dir": run_dir}
