@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mixsweep.hashing import content_key
+from mixsweep.errors import MixsweepError
 from mixsweep.sweep.store import Store
 from mixsweep.tables import write_table
 
@@ -156,8 +157,11 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
         subsets = {s: finetune_subset(manifest, s, seed=seed).column("name").to_pylist()
                    for s in spec.grid.finetune_fractions}
         for fraction in spec.grid.animal_fractions:
-            mix = build_mixture(index, fraction, size=spec.mixture.size, seed=seed, val_index=val_index,
-                                val_size=spec.mixture.val_size)
+            try:
+                mix = build_mixture(index, fraction, size=spec.mixture.size, seed=seed, val_index=val_index,
+                                    val_size=spec.mixture.val_size)
+            except MixsweepError as e:  # name the spec's key, not the CLI flag
+                raise MixsweepError(f"{spec.name}: mixture.{str(e).removeprefix('--')}") from None
             ids = list(zip(mix.column("split").to_pylist(), mix.column("image_id").to_pylist()))
             key = "pt-" + content_key({"kind": "pretrain", "images": _digest(ids), "preset": spec.preset,
                                        "recipe": pre_recipe, "seed": seed, "pack_size": spec.mixture.pack_size,

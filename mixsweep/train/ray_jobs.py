@@ -45,6 +45,12 @@ def _artifact_dir(job, storage: str) -> Path:
 
 
 def prepare_data(job) -> Path:
+    """Build the job's pack on the driver, and read its init checkpoint once: a damaged file stops the job
+    here, before any worker (or GPU) starts."""
+    if getattr(job, "init_checkpoint", None) is not None:
+        from mixsweep.train.loop import load_state
+
+        load_state(job.init_checkpoint)
     if job.kind == "pretrain":
         from mixsweep.train.pretrain import prepare_pretrain_data
 
@@ -90,12 +96,30 @@ def check_resources(scaling: ScalingSettings) -> None:
             f"{len(nodes)} node(s), room for {fits} such worker(s)")
 
 
+def probe_address(address: str, timeout: float = 5.0) -> None:
+    """One TCP connect to the cluster's GCS (or Ray Client) port: ray.init itself retries for minutes."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise MixsweepError(f"--address {address}: expected host:port (the head's GCS port, e.g. 10.0.0.5:6379), "
+                            "ray://host:10001 or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise MixsweepError(f"--address {address}: cannot reach a Ray cluster there ({e.strerror or e}); is the "
+                            "head up (`ray up cluster.yaml`, `ray status`)?") from None
+
+
 def ensure_ray(address: str | None = None, quiet: bool = False) -> None:
     """Join `address` or start a local instance; `quiet` keeps worker logs out of this terminal."""
     import ray
 
     if ray.is_initialized():
         return
+    if address and address != "auto":
+        probe_address(address)
     try:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=not quiet)
     except (ConnectionError, ValueError, RuntimeError) as e:
