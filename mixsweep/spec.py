@@ -206,7 +206,7 @@ class Resources(_Strict):
     def _positive(cls, v: dict[str, float]) -> dict[str, float]:
         bad = [k for k, x in v.items() if x <= 0 or k in ("CPU", "GPU")]
         if bad:
-            raise ValueError(f"{bad[0]!r}: list custom resources with amounts > 0 (CPU is trial_cpus)")
+            raise _error("resources", f"{bad[0]!r}: list custom resources with amounts > 0 (CPU is trial_cpus)")
         return v
 
 

@@ -41,13 +41,15 @@ def kill_a_worker_mid_epoch(run_dir, seen: dict, timeout: float = 180) -> None:
 @pytest.fixture(scope="module")
 def ddp_runs(ray_local, train_inputs, tmp_path_factory):
     """The same 2-worker pre-training three times: both ranks on one node, spread over two nodes, and
-    packed again with rank 1 SIGKILLed in the middle of epoch 1."""
+    packed again, with its storage given as a URI, with rank 1 SIGKILLed in the middle of epoch 1."""
     storage = tmp_path_factory.mktemp("ray-runs")
     out = {}
     for name, strategy, run in (("packed", "PACK", {}), ("spread", "STRICT_SPREAD", {}),
                                 ("killed", "PACK", {"max_failures": 1})):
         cfg = pretrain_config(train_inputs, storage, name, **run)
         cfg["scaling"] = two_workers(strategy)
+        if name == "killed":  # storage as a URI, the way train_storage: s3://... reaches Ray on a cluster
+            cfg["run"].update(storage=f"file://{storage}", artifacts=str(storage / name))
         seen: dict = {}
         killer = None
         if name == "killed":

@@ -148,6 +148,10 @@ def test_relative_data_paths_resolve_against_the_spec(tmp_path):
     (MINIMAL.replace("data: {synth: {}}", "data: {pets_root: /tmp}"),
      "data: missing data root: coco_annotations, coco_images"),
     (MINIMAL.replace("name: t\n", ""), "name: Field required"),
+    (MINIMAL + "storage: s3://b/x\n", "storage: 's3://b/x' is a URI; the store must be a path every node sees"),
+    (MINIMAL + "train_storage: ftp://b/x\n", "train_storage: 'ftp://b/x': unsupported scheme"),
+    (MINIMAL + "resources: {trial_resources: {CPU: 1}}\n", "resources.trial_resources: 'CPU'"),
+    (MINIMAL + "resources: {pretrain: {resources: {GPU: 1}}}\n", "resources.pretrain.resources: 'GPU' has its own key"),
 ])
 def test_bad_spec_is_one_line(tmp_path, text, expected):
     msg = error_of(write(tmp_path, text))

@@ -243,7 +243,8 @@ def test_deterministic_failure_is_recorded_once_and_retried_only_when_asked(ray_
     capsys.readouterr()
     again = run_sweep(load_spec(path), str(path))
     assert again.counts() == {"done": 1, "failed": 1, "pending": 1}
-    assert "--retry-failed" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 failed earlier (rerun them with --retry-failed), 1 waiting on a failed pre-training" in out
     assert (Store(tmp_path / "store").stage_dir(pre.key) / "failed.json").stat().st_mtime_ns == failed_at
     # Fix the data (the pack's key follows the files' sizes and times), ask for a retry: both stages run.
     for p, data in originals.items():

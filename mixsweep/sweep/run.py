@@ -189,9 +189,13 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
     plan = build_plan(spec, store)
     pending = [s for s in plan.stages if s.status == "pending" or (retry_failed and s.status == "failed")]
     done = {s.key for s in plan.stages if s.status == "done"}
-    skipped = [s for s in plan.stages if s.status == "failed" and not retry_failed]
+    skipped = {s.key for s in plan.stages if s.status == "failed" and not retry_failed}
+    # A fine-tune whose parent failed earlier can never start: leave it out, or Tune would wait for it forever.
+    blocked = [s for s in pending if s.parent in skipped]
+    pending = [s for s in pending if s.parent not in skipped]
     console.print(f"{spec.name}: {len(plan.stages)} stages, {len(done)} done, {len(pending)} to run"
-                  + (f", {len(skipped)} failed earlier (rerun them with --retry-failed)" if skipped else ""))
+                  + (f", {len(skipped)} failed earlier (rerun them with --retry-failed)" if skipped else "")
+                  + (f", {len(blocked)} waiting on a failed pre-training" if blocked else ""))
     if not pending:
         store.write_results()
         return plan

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
+from pydantic_core import PydanticCustomError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mixsweep.errors import MixsweepError
@@ -37,9 +38,10 @@ class ScalingSettings(_Strict):
     def _custom_only(cls, v: dict[str, float]) -> dict[str, float]:
         for name, amount in v.items():
             if name in ("CPU", "GPU", "memory"):
-                raise ValueError(f"{name!r} has its own key (cpus_per_worker, gpus_per_worker); list only custom resources")
+                raise PydanticCustomError("resources", f"{name!r} has its own key (cpus_per_worker, "
+                                          "gpus_per_worker); list only custom resources")
             if amount <= 0:
-                raise ValueError(f"{name!r}: amount must be > 0, got {amount}")
+                raise PydanticCustomError("resources", f"{name!r}: amount must be > 0, got {amount}")
         return v
 
     @model_validator(mode="after")
