@@ -11,6 +11,15 @@ makes one per step, as in the reference recipe) and the table reports:
     python benchmarks/throughput.py                                  # base preset, synthetic batches
     python benchmarks/throughput.py --preset tiny --steps finetune   # CPU-sized
     python benchmarks/throughput.py --data packed --pack CACHE/<key> # end to end from a pack, GPU augmentation
+    python benchmarks/throughput.py --modes reference,fast --data packed --synth   # issue #6's table
+
+Modes (`--modes`, one table row per step and mode):
+  reference  the reference MAE recipe as it runs: eager, fp16 autocast + GradScaler, foreach AdamW, and per
+             step `loss.item()` plus `torch.cuda.synchronize()` (its logging and NaN check)
+  fast       mixsweep's training path on CUDA: torch.compile, bf16, fused AdamW, no host sync in the loop
+  custom     whatever --compile / --dtype / --fused say (the default)
+`--synth` writes mixsweep's synthetic COCO- and Pet-format images (scale medium) to a temp folder and packs
+them, so the packed path runs with no dataset on the machine.
 No Ray needed.
 """
 
@@ -19,6 +28,7 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import math
 import os
 import platform
 import time
@@ -47,6 +57,7 @@ class Result:
     img_s: float
     gflop_img: float
     peak_gib: float | None
+    mode: str = "custom"
 
     def tflops(self) -> float:
         return self.img_s * self.gflop_img / 1e3
@@ -168,6 +179,47 @@ def flops_per_image(loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor | None)
     return counter.get_total_flops() / n
 
 
+MODES = {
+    "reference": {"compile": False, "dtype": "fp16", "fused": False, "host_sync": True},
+    "fast": {"compile": True, "dtype": "bf16", "fused": True, "host_sync": False},
+}
+
+
+def mode_args(args: argparse.Namespace, mode: str) -> argparse.Namespace:
+    if mode == "custom":
+        return argparse.Namespace(**{**vars(args), "host_sync": False})
+    out = argparse.Namespace(**{**vars(args), **MODES[mode]})
+    if out.device == "cpu" and out.dtype != "fp32":
+        out.dtype = "fp32"  # CPU autocast in half precision measures nothing useful
+    return out
+
+
+def synth_packs(root, res: int) -> dict[str, str]:
+    """Pack folders per step from mixsweep's synthetic COCO (2,000 images) and Pet (740, with trimaps) sets."""
+    from pathlib import Path
+
+    from mixsweep.data.packed import PackItem, build_pack
+    from mixsweep.data.pets import PACK_FIT, build_pets_manifest, pets_pack_items, trimap_to_labels
+    from mixsweep.data.synth import write_synth
+
+    root = Path(root)
+    t0 = time.perf_counter()
+    paths = write_synth(root / "synth", scale="medium", seed=0)
+    size = max(res, int(res * 256 / 224))  # the jobs' pack_size: 256 for 224 crops
+    coco = sorted(paths.coco_train_images.glob("*.jpg"))
+    pre = build_pack([PackItem(key=p.stem, image_path=str(p)) for p in coco], root / "cache", size=size, fit="crop")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the synthetic set's deliberately broken files
+        manifest = build_pets_manifest(paths.pets_root)
+        seg = build_pack(pets_pack_items(manifest, paths.pets_root), root / "cache", size=size, fit=PACK_FIT,
+                         mask_fn=trimap_to_labels)
+    print(f"synthetic packs: {len(coco)} COCO-format + {manifest.num_rows} Pet images at {size}² in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return {"mae-pretrain": str(pre.path), "finetune": str(seg.path), "resnet50": str(seg.path)}
+
+
 def run_step(step: str, args: argparse.Namespace, device: torch.device) -> Result:
     torch.manual_seed(0)
     res = get_preset(args.preset).img_size
@@ -178,13 +230,14 @@ def run_step(step: str, args: argparse.Namespace, device: torch.device) -> Resul
         loss_fn = loss_fn.to(memory_format=torch.channels_last)
     opt = build_optimizer(loss_fn.model, recipe, world_batch=args.batch, device=device, fused=args.fused)
     if args.data == "packed":
-        batches = packed_batches(args.pack, step, args.batch, res, device, channels_last)
+        pack = args.packs[step] if getattr(args, "packs", None) else args.pack
+        batches = packed_batches(pack, step, args.batch, res, device, channels_last)
     else:
         batches = synthetic_batches(args.batch, res, device, channels_last)
 
     x0, y0 = next(batches)
     gflop = flops_per_image(loss_fn, x0, y0) / 1e9
-    fwd = torch.compile(loss_fn) if args.compile else loss_fn
+    fwd = torch.compile(loss_fn, mode=args.compile_mode) if args.compile else loss_fn
     dtype = DTYPES[args.dtype]
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
@@ -199,6 +252,10 @@ def run_step(step: str, args: argparse.Namespace, device: torch.device) -> Resul
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+        if args.host_sync:  # the reference's per-step logging: loss.item() and a device synchronize
+            if not math.isfinite(loss.item()):
+                raise SystemExit(f"{step}: loss is not finite")
+            sync(device)
 
     for _ in range(args.warmup):
         train_step(*next(batches))
@@ -211,10 +268,6 @@ def run_step(step: str, args: argparse.Namespace, device: torch.device) -> Resul
     sync(device)
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    del fwd, loss_fn, opt, batches, x0, y0
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return Result(step, args.batch, res, args.batch * args.iters / dt, gflop, peak)
 
 
@@ -228,6 +281,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None,
                    help="autocast dtype (default: bf16 on CUDA, fp32 on CPU); fp16 adds a GradScaler")
     p.add_argument("--compile", action="store_true", help="torch.compile the model and loss")
+    p.add_argument("--compile-mode", default="default",
+                   help="torch.compile mode: default, max-autotune-no-cudagraphs, reduce-overhead (CUDA graphs)")
     p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
                    help="fused AdamW kernel (default: fused on CUDA, foreach on CPU)")
     p.add_argument("--head", default="decoder", help="segmentation head for finetune: decoder or linear")
@@ -237,14 +292,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", choices=("synthetic", "packed"), default="synthetic",
                    help="synthetic: one random batch already on the device; packed: PackedLoader over --pack")
     p.add_argument("--pack", default=None, help="pack folder (cache_root/<key>) for --data packed")
+    p.add_argument("--synth", action="store_true", help="--data packed from synthetic images packed on the spot")
+    p.add_argument("--modes", default="custom", help="comma list of reference, fast, custom (default: custom)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
     args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     bad = [s for s in args.steps if s not in STEPS]
     if bad:
         p.error(f"unknown step(s) {', '.join(bad)}; choose from {', '.join(STEPS)}")
-    if args.data == "packed" and not args.pack:
-        p.error("--data packed needs --pack DIR")
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in args.modes if m not in ("reference", "fast", "custom")]
+    if bad:
+        p.error(f"unknown mode(s) {', '.join(bad)}; choose from reference, fast, custom")
+    if args.data == "packed" and not (args.pack or args.synth):
+        p.error("--data packed needs --pack DIR or --synth")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     cuda = torch.device(args.device).type == "cuda"
@@ -267,24 +328,35 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cudnn.benchmark = True
     ceiling, ceiling_label = matmul_ceiling(device)
     print(f"{device_name(device)}: {ceiling_label} {ceiling:.2f} TFLOP/s", flush=True)
+    if args.data == "packed" and args.synth:
+        import tempfile
+
+        tmp = tempfile.TemporaryDirectory(prefix="mixsweep-bench-")
+        args.packs = synth_packs(tmp.name, get_preset(args.preset).img_size)
     results = []
     for step in args.steps:
-        r = run_step(step, args, device)
-        print(f"{step}: {r.img_s:.1f} img/s, {r.gflop_img:.2f} GFLOP/img", flush=True)
-        results.append(r)
+        for mode in args.modes:
+            margs = mode_args(args, mode)
+            r = run_step(step, margs, device)
+            gc.collect()  # the step's model, optimizer and compiled graphs go before the next one
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            r.mode = f"{mode} ({margs.dtype}{', compiled' if margs.compile else ''})"
+            print(f"{step} [{r.mode}]: {r.img_s:.1f} img/s, {r.gflop_img:.2f} GFLOP/img", flush=True)
+            results.append(r)
 
     from rich.console import Console
     from rich.table import Table
 
-    caption = (f"preset {args.preset}, {args.dtype}{', compiled' if args.compile else ''}, {args.data} data, "
+    caption = (f"preset {args.preset}, {args.data} data{' (synthetic pack)' if args.synth else ''}, "
                f"torch {torch.__version__}; MFU vs {ceiling_label} = {ceiling:.3g} TFLOP/s")
     t = Table(title=device_name(device), caption=caption)
-    for col in ("step", "batch", "res", "img/s", "GFLOP/img", "TFLOP/s", "MFU"):
-        t.add_column(col, justify="left" if col == "step" else "right")
+    for col in ("step", "mode", "batch", "res", "img/s", "GFLOP/img", "TFLOP/s", "MFU"):
+        t.add_column(col, justify="left" if col in ("step", "mode") else "right")
     if device.type == "cuda":
         t.add_column("peak GiB", justify="right")
     for r in results:
-        row = [r.step, str(r.batch), str(r.res), f"{r.img_s:,.1f}", f"{r.gflop_img:.2f}",
+        row = [r.step, r.mode, str(r.batch), str(r.res), f"{r.img_s:,.1f}", f"{r.gflop_img:.2f}",
                f"{r.tflops():.3g}", f"{r.tflops() / ceiling:.1%}"]
         if r.peak_gib is not None:
             row.append(f"{r.peak_gib:.1f}")

@@ -171,9 +171,12 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
 
 
 def fit(task: Task, world: World, seed: int, checkpoint_every: int = 1, pictures_every: int = 0,
-        fail_after_epoch: int | None = None, meta: dict | None = None, compile_model: bool = False) -> dict:
-    """Train `task` to its last epoch, resuming from `world.resume_from`; returns the last epoch's metrics."""
+        fail_after_epoch: int | None = None, meta: dict | None = None, compile_model: bool | None = None) -> dict:
+    """Train `task` to its last epoch, resuming from `world.resume_from`; returns the last epoch's metrics.
+    `compile_model` None compiles on CUDA only (on a CPU, compile time outweighs the gain for short runs)."""
     device = world.device
+    if compile_model is None:
+        compile_model = device.type == "cuda"
     model = task.model.to(device)
     optimizer, scheduler = task.build_optimizer(model, world)
     start_epoch, step, last = 0, 0, {}
