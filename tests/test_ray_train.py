@@ -26,12 +26,13 @@ def two_workers(strategy: str = "PACK") -> dict:
 
 
 def kill_a_worker_mid_epoch(run_dir, seen: dict, timeout: float = 180) -> None:
-    """SIGKILL rank 1 as soon as epoch 0 is logged, i.e. while epoch 1 runs; record what was logged then."""
+    """SIGKILL rank 1 as soon as epoch 0 is logged and checkpointed, i.e. while epoch 1 runs; record what
+    was logged then."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         placement = {w["rank"]: w["pid"] for w in read_placement(run_dir)}
         logged = [m["epoch"] for m in read_metrics(run_dir)] if (run_dir / "metrics.jsonl").is_file() else []
-        if logged and 1 in placement:
+        if logged and 1 in placement and list(run_dir.glob("checkpoint_*/state.pt")):
             os.kill(placement[1], signal.SIGKILL)
             seen.update(pid=placement[1], logged=logged)
             return

@@ -292,6 +292,9 @@ def local_world(run_dir: Path | str, device: str = "auto", resume: bool = True) 
     truncate_metrics(run_dir, resume_from)
 
     def report(metrics: dict, checkpoint: Path | None) -> None:
+        # Log first: a kill between the two then costs a re-run epoch (its line is dropped on resume), never
+        # a checkpointed epoch missing from the curve.
+        append_metrics(run_dir, metrics)
         if checkpoint is not None:
             dest = run_dir / "checkpoints" / f"checkpoint_epoch{metrics['epoch']:04d}"
             tmp = dest.with_name(f".{dest.name}.tmp")
@@ -299,7 +302,6 @@ def local_world(run_dir: Path | str, device: str = "auto", resume: bool = True) 
             shutil.copytree(checkpoint, tmp)
             shutil.rmtree(dest, ignore_errors=True)
             os.replace(tmp, dest)
-        append_metrics(run_dir, metrics)
 
     return World(rank=0, world_size=1, device=pick_device(device), run_dir=run_dir, report=report,
                  resume_from=resume_from)

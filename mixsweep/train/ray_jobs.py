@@ -171,10 +171,10 @@ def ray_world(run_dir: Path, device_pref: str, storage: str, name: str) -> World
     record_placement(run_dir, rank)
 
     def report(metrics: dict, folder: Path | None) -> None:
+        if rank == 0:  # log first, as in local_world: a kill in between re-runs the epoch, loses no line
+            append_metrics(run_dir, metrics)
         ckpt = ray.train.Checkpoint.from_directory(str(folder)) if folder is not None else None
         ray.train.report(metrics, checkpoint=ckpt)
-        if rank == 0:
-            append_metrics(run_dir, metrics)
 
     def wrap(model):
         return ray.train.torch.prepare_model(model, move_to_device=False) if world_size > 1 else model
