@@ -237,6 +237,9 @@ class SweepSpec(_Strict):
     # Ray Train's storage_path for in-flight stage checkpoints: a URI (s3://bucket/prefix, gs://...) or a
     # path. None: <storage>/train.
     train_storage: Optional[str] = None
+    # A copy of every finished stage, W&B offline run and results.parquet, pushed as stages finish; a store
+    # that lost its disk pulls finished stages back from it. A URI (s3://bucket/prefix, gs://...) or a path.
+    mirror: Optional[str] = None
     wandb: WandbSettings = WandbSettings()
     checkpoint_every: int = Field(5, ge=1)
     pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end
@@ -250,11 +253,11 @@ class SweepSpec(_Strict):
                          "Put Ray Train checkpoints on object storage with train_storage")
         return v
 
-    @field_validator("train_storage")
+    @field_validator("train_storage", "mirror")
     @classmethod
-    def _known_scheme(cls, v: Optional[str]) -> Optional[str]:
+    def _known_scheme(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
         if v is not None and "://" in v and v.split("://")[0] not in ("s3", "gs", "gcs", "file", "abfs", "hdfs"):
-            raise _error("train_storage", f"{v!r}: unsupported scheme (use s3://, gs://, file:// or a path)")
+            raise _error(info.field_name, f"{v!r}: unsupported scheme (use s3://, gs://, file:// or a path)")
         return v
 
     @field_validator("baselines")

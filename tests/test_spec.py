@@ -150,6 +150,7 @@ def test_relative_data_paths_resolve_against_the_spec(tmp_path):
     (MINIMAL.replace("name: t\n", ""), "name: Field required"),
     (MINIMAL + "storage: s3://b/x\n", "storage: 's3://b/x' is a URI; the store must be a path every node sees"),
     (MINIMAL + "train_storage: ftp://b/x\n", "train_storage: 'ftp://b/x': unsupported scheme"),
+    (MINIMAL + "mirror: ftp://b/x\n", "mirror: 'ftp://b/x': unsupported scheme"),
     (MINIMAL + "resources: {trial_resources: {CPU: 1}}\n", "resources.trial_resources: 'CPU'"),
     (MINIMAL + "resources: {pretrain: {resources: {GPU: 1}}}\n", "resources.pretrain.resources: 'GPU' has its own key"),
 ])

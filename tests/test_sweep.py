@@ -97,7 +97,7 @@ def swept(ray_local, tmp_path_factory):
     from mixsweep.sweep.run import run_sweep
 
     root = tmp_path_factory.mktemp("sweep")
-    path = write_spec(root / "s.yaml", root / "store")
+    path = write_spec(root / "s.yaml", root / "store", mirror=f"file://{root / 'mirror'}")
     plan = run_sweep(load_spec(path), str(path))
     return root, path, plan
 
@@ -169,6 +169,46 @@ def test_report_has_a_row_per_key_and_plots(swept):
     pngs = list(out.glob("*.png"))
     assert pngs and all(p.stat().st_size > 1000 for p in pngs)
     assert "| " in (out / "results.md").read_text()
+
+
+def test_a_store_that_lost_its_disk_comes_back_from_the_mirror(swept):
+    """Every finished stage, its W&B offline run and results.parquet are copied to the mirror as they finish;
+    a fresh store with the same mirror pulls them back and runs nothing."""
+    from mixsweep.sweep.run import run_sweep
+
+    root, path, swept_plan = swept
+    store = Store(root / "store")
+    done = {s.key for s in swept_plan.stages}  # (the extension test's stages ran from a spec with no mirror)
+    mirror = root / "mirror"
+    assert {p.parent.name for p in (mirror / "stages").glob("*/result.json")} == done
+    assert len(list((mirror / "stages").glob("pt-*/checkpoint/state.pt"))) == len([k for k in done if k.startswith("pt-")])
+    assert (mirror / "results.parquet").is_file()
+    assert len(list(mirror.rglob("offline-run-*"))) >= len(done)
+    spec = yaml.safe_load(path.read_text())
+    spec["storage"] = str(root / "new-disk")
+    fresh = root / "fresh.yaml"
+    fresh.write_text(yaml.safe_dump(spec))
+    t0 = time.time()
+    plan = run_sweep(load_spec(fresh), str(fresh))
+    assert plan.counts() == {"done": 6, "failed": 0, "pending": 0} and time.time() - t0 < 60
+    new = Store(root / "new-disk")
+    for s in plan.stages:
+        assert new.result(s.key) == store.result(s.key)
+        assert new.history(s.key) == store.history(s.key)
+
+
+def test_a_half_copied_stage_is_not_pulled(tmp_path):
+    local = Store(tmp_path / "a", mirror=str(tmp_path / "mirror"))
+    local.record_result("pt-1", {"key": "pt-1"}, tmp_path, None)
+    (local.stage_dir("pt-1") / "metrics.jsonl").write_text('{"epoch": 0}\n')
+    local.push_stage("pt-1")
+    assert local.unmirrored() == []
+    (tmp_path / "mirror" / "stages" / "pt-2").mkdir()
+    (tmp_path / "mirror" / "stages" / "pt-2" / "metrics.jsonl").write_text("{}\n")  # no result.json: cut short
+    other = Store(tmp_path / "b", mirror=f"file://{tmp_path / 'mirror'}")
+    assert other.pull() == ["pt-1"] and other.is_done("pt-1") and not other.stage_dir("pt-2").exists()
+    assert other.history("pt-1") == [{"epoch": 0}]
+    assert other.pull() == []  # already here
 
 
 def test_driver_kill_then_rerun_resumes_the_interrupted_stage(ray_local, tmp_path):

@@ -54,7 +54,7 @@ def run_stage(config: dict) -> dict:
     from mixsweep.train.config import parse_job
     from mixsweep.train.ray_jobs import read_placement, run_with_ray
 
-    store = Store(config["store"])
+    store = Store(config["store"], config.get("mirror"))
     key, row = config["key"], config["row"]
     if store.is_done(key):
         ray.tune.report(store.result(key))
@@ -68,6 +68,7 @@ def run_stage(config: dict) -> dict:
         message = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:500]
         store.record_failure(key, row, message)
         (store.stage_dir(key) / "traceback.txt").write_text(traceback.format_exc())
+        _push(store, key)
         raise
     placement = {"trial_node": ray.get_runtime_context().get_node_id(),
                  "worker_nodes": ",".join(sorted({w["node_id"] for w in read_placement(result["run_dir"])}))}
@@ -75,10 +76,22 @@ def run_stage(config: dict) -> dict:
                                 result["run_dir"],
                                 result["checkpoint"] if job.kind == "pretrain" else None)
     tracker = tracking.Tracker(**config["wandb"], root=store.root)
-    tracking.log_stage(tracker, key=key, name=config["name"], group=config["group"], job_type=config["job_type"],
-                       config={**row, "stage_key": key, "job": config["job"]}, history=store.history(key),
-                       summary=metrics, pictures=store.pictures(key))
+    wandb_run = tracking.log_stage(tracker, key=key, name=config["name"], group=config["group"],
+                                   job_type=config["job_type"], config={**row, "stage_key": key, "job": config["job"]},
+                                   history=store.history(key), summary=metrics, pictures=store.pictures(key))
+    _push(store, key, wandb_run)
     ray.tune.report(final)
+
+
+def _push(store: Store, key: str, wandb_run: Path | None = None) -> None:
+    """Copy the stage (and its W&B offline run) to the mirror; a failure is a warning: the stage is done."""
+    try:
+        if wandb_run is not None and Path(wandb_run).is_relative_to(store.root):
+            store.push(Path(wandb_run), Path(wandb_run).relative_to(store.root).as_posix())
+        store.push_stage(key)
+    except Exception as e:  # the mirror is a copy; its trouble must not fail a finished stage
+        _print(f"warning: mirror {store.mirror}: stage {key} not copied ({type(e).__name__}: {e}); "
+               "the next run copies it")
 
 
 class StageSearcher(Searcher):
@@ -184,8 +197,11 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
 
     from mixsweep.train.ray_jobs import ensure_ray
 
-    store = Store(spec.storage)
+    store = Store(spec.storage, spec.mirror)
     store.check_writable()
+    pulled = store.pull()
+    if pulled:
+        console.print(f"{spec.name}: {len(pulled)} finished stages copied back from the mirror {spec.mirror}")
     plan = build_plan(spec, store)
     pending = [s for s in plan.stages if s.status == "pending" or (retry_failed and s.status == "failed")]
     done = {s.key for s in plan.stages if s.status == "done"}
@@ -197,7 +213,7 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
                   + (f", {len(skipped)} failed earlier (rerun them with --retry-failed)" if skipped else "")
                   + (f", {len(blocked)} waiting on a failed pre-training" if blocked else ""))
     if not pending:
-        store.write_results()
+        _write_results(store)
         return plan
     # Worker logs stay in Ray's session logs (and a failed stage's traceback.txt): the terminal shows progress.
     ensure_ray(address, quiet=True)
@@ -207,7 +223,7 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
     configs = []
     for s in pending:
         configs.append({"key": s.key, "parent": s.parent, "row": s.row(), "job": stage_job(s, spec, store),
-                        "store": str(store.root), "name": stage_name(s), "group": spec.name,
+                        "store": str(store.root), "mirror": spec.mirror, "name": stage_name(s), "group": spec.name,
                         "job_type": s.job_type, "wandb": spec.wandb.model_dump(mode="json")})
     searcher = StageSearcher(configs, done)
     progress = StageProgress(len(plan.stages), len(done), {s.key: stage_name(s) for s in plan.stages})
@@ -224,7 +240,7 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
     tuner.fit()
-    store.write_results()
+    _write_results(store)
     after = build_plan(spec, store, write_mixtures=False)
     counts = after.counts()
     console.print(f"{spec.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending; "
@@ -232,9 +248,21 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
     return after
 
 
+def _write_results(store: Store) -> None:
+    """results.parquet, then the mirror catches up: stages it lacks (a failed copy earlier), the table."""
+    path = store.write_results()
+    try:
+        for key in store.unmirrored():
+            store.push_stage(key)
+        store.push(path, path.name)
+    except Exception as e:
+        _print(f"warning: mirror {store.mirror}: not brought up to date ({type(e).__name__}: {e})")
+
+
 def spec_results(spec):
     """(results frame, histories) of this spec's stages, for the report."""
-    store = Store(spec.storage)
+    store = Store(spec.storage, spec.mirror)
+    store.pull()
     plan = build_plan(spec, store, write_mixtures=False)
     keys = [s.key for s in plan.stages]
     frame = store.results_frame(keys)

@@ -10,6 +10,10 @@ Layout under the spec's `storage`:
     train/<key>/                  Ray Train's run folder (checkpoints to resume an interrupted stage)
     results.parquet               one row per key, rebuilt from stages/*/result.json
 The store is shared between sweeps: a stage is known by its content key, not by the sweep that ran it.
+
+A mirror (a URI such as s3://bucket/prefix, or a path) gets a copy of every stage folder as it finishes,
+of each W&B offline run, and of results.parquet. A store that lost its disk pulls finished stages back
+from it before planning, so none of them runs again.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 class Store:
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, mirror: str | None = None):
         self.root = Path(root).expanduser().resolve()  # Ray wants absolute storage paths
+        self.mirror = mirror
 
     def check_writable(self) -> None:
         try:
@@ -124,3 +129,74 @@ class Store:
     def write_results(self, frame: pd.DataFrame | None = None, path: Path | None = None) -> Path:
         frame = self.results_frame() if frame is None else frame
         return write_table(pa.Table.from_pandas(frame, preserve_index=False), path or self.root / "results.parquet")
+
+    # --- the mirror ---------------------------------------------------------------------------------
+
+    def _remote(self):
+        import pyarrow.fs as pafs
+
+        uri = self.mirror if "://" in self.mirror else str(Path(self.mirror).expanduser().resolve())
+        try:
+            fs, base = pafs.FileSystem.from_uri(uri)
+        except (OSError, ValueError) as e:
+            raise MixsweepError(f"mirror: {self.mirror}: {str(e).splitlines()[0]}") from None
+        return fs, base.rstrip("/")
+
+    def push(self, local: Path, rel: str) -> None:
+        """Copy a file or folder to <mirror>/<rel>; any result.json goes last, so a mirrored result.json
+        always comes with the rest of its stage."""
+        if not self.mirror or not local.exists():
+            return
+        fs, base = self._remote()
+        files = [local] if local.is_file() else [p for p in local.rglob("*") if p.is_file()]
+        files.sort(key=lambda p: (p.name == RESULT, str(p)))
+        for f in files:
+            dest = f"{base}/{rel}" if local.is_file() else f"{base}/{rel}/{f.relative_to(local).as_posix()}"
+            fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+            with f.open("rb") as src, fs.open_output_stream(dest) as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+    def push_stage(self, key: str) -> None:
+        self.push(self.stage_dir(key), f"stages/{key}")
+
+    def unmirrored(self) -> list[str]:
+        """Finished stages here whose result.json the mirror lacks."""
+        if not self.mirror:
+            return []
+        import pyarrow.fs as pafs
+
+        fs, base = self._remote()
+        done = [r["key"] for r in self.rows() if r.get("status") == "done"]
+        infos = fs.get_file_info([f"{base}/stages/{k}/{RESULT}" for k in done])
+        return [k for k, i in zip(done, infos) if i.type != pafs.FileType.File]
+
+    def pull(self) -> list[str]:
+        """Copy down every finished stage the mirror has and this store lacks; returns their keys."""
+        if not self.mirror:
+            return []
+        import pyarrow.fs as pafs
+
+        fs, base = self._remote()
+        try:
+            stages = fs.get_file_info(pafs.FileSelector(f"{base}/stages", allow_not_found=True))
+        except OSError as e:
+            raise MixsweepError(f"mirror: cannot list {self.mirror}/stages ({str(e).splitlines()[0]})") from None
+        pulled = []
+        for folder in stages:
+            key = folder.base_name
+            if folder.type != pafs.FileType.Directory or self.is_done(key):
+                continue
+            if fs.get_file_info(f"{folder.path}/{RESULT}").type != pafs.FileType.File:
+                continue
+            files = [i for i in fs.get_file_info(pafs.FileSelector(folder.path, recursive=True))
+                     if i.type == pafs.FileType.File]
+            files.sort(key=lambda i: (i.base_name == RESULT, i.path))
+            for info in files:
+                dest = self.stage_dir(key) / info.path[len(folder.path) + 1:]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_name(f".{dest.name}.tmp")
+                with fs.open_input_stream(info.path) as src, tmp.open("wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                os.replace(tmp, dest)
+            pulled.append(key)
+        return pulled
