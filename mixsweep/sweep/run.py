@@ -172,22 +172,16 @@ def stage_name(stage: Stage) -> str:
 
 def concurrency(spec) -> int:
     """How many stages fit on the cluster at once (by the larger of the two stage kinds)."""
-    import ray
-
-    from mixsweep.train.ray_jobs import check_resources
+    from mixsweep.train.ray_jobs import alive_node_resources, check_resources, worker_slots
 
     for scaling in (spec.resources.pretrain, spec.resources.finetune):
         check_resources(scaling)
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    nodes = alive_node_resources()
     for name, amount in spec.resources.trial_resources.items():
         if not any(res.get(name, 0) >= amount for res in nodes):
             raise MixsweepError(f"resources.trial_resources: no node has {amount:g} {name!r} (start the head "
                                 f"with resources: {{{name}: 1000}}, as in cluster.yaml), so no trial could start")
-    fits = []
-    for scaling in (spec.resources.pretrain, spec.resources.finetune):
-        need = scaling.resources_per_worker()
-        workers = sum(min(int(res.get(k, 0) // v) if v else 10**9 for k, v in need.items()) for res in nodes)
-        fits.append(max(1, workers // scaling.num_workers))
+    fits = [max(1, worker_slots(s, nodes) // s.num_workers) for s in (spec.resources.pretrain, spec.resources.finetune)]
     return max(1, min(fits))
 
 

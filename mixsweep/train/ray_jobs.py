@@ -80,13 +80,23 @@ def run_local(job: PretrainJob | FinetuneJob) -> dict:
 
 # --- Ray ------------------------------------------------------------------------------------------------
 
-def check_resources(scaling: ScalingSettings) -> None:
-    """Refuse, with one line, a request the running cluster can never satisfy."""
+def alive_node_resources() -> list[dict[str, float]]:
     import ray
 
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def worker_slots(scaling: ScalingSettings, nodes: list[dict[str, float]]) -> int:
+    """How many of these workers the nodes hold at once, counted node by node (a worker never spans two)."""
     need = scaling.resources_per_worker()
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    fits = sum(min(int(res.get(k, 0) // v) if v else 10**9 for k, v in need.items()) for res in nodes)
+    return sum(min(int(res.get(k, 0) // v) if v else 10**9 for k, v in need.items()) for res in nodes)
+
+
+def check_resources(scaling: ScalingSettings) -> None:
+    """Refuse, with one line, a request the running cluster can never satisfy."""
+    need = scaling.resources_per_worker()
+    nodes = alive_node_resources()
+    fits = worker_slots(scaling, nodes)
     if fits < scaling.num_workers:
         total = {k: sum(res.get(k, 0) for res in nodes) for k in need}
         have = ", ".join(f"{v:g} {k}" for k, v in total.items())
