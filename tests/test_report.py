@@ -8,16 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy import stats
 
 from mixsweep.report.analyze import (
     METRICS,
     aggregate,
-    bootstrap_means,
     fit_curve,
-    paired_bootstrap,
     paired_difference,
     paper_table,
     suggest_fractions,
+    t_intervals,
 )
 from mixsweep.report.build import write_report
 
@@ -78,7 +78,7 @@ def sweep():
 
 def test_aggregate_means_match_numpy(sweep):
     results, _ = sweep
-    agg = aggregate(results, "test_iou_binary", n_boot=200)
+    agg = aggregate(results, "test_iou_binary")
     mae = agg[agg["method"] == "mae"]
     assert len(mae) == len(FRACS) * len(FTS) and (agg["n_seeds"] == len(SEEDS)).all()
     for _, row in mae.iterrows():
@@ -87,52 +87,60 @@ def test_aggregate_means_match_numpy(sweep):
                       & np.isclose(results["finetune_fraction"], row["finetune_fraction"])]
         assert row["mean"] == pytest.approx(np.mean(sel["test_iou_binary"]))
         assert row["ci_low"] <= row["mean"] <= row["ci_high"]
+        # Student-t over the 3 seeds: mean ± t_{0.975, 2} sd / √3, t_{0.975, 2} = 4.303.
+        half = 4.302653 * np.std(sel["test_iou_binary"], ddof=1) / np.sqrt(3)
+        assert row["ci_high"] - row["mean"] == pytest.approx(half, rel=1e-5)
+        assert row["mean"] - row["ci_low"] == pytest.approx(half, rel=1e-5)
     base = agg[agg["method"] != "mae"]
     assert base["animal_fraction"].isna().all() and len(base) == 2 * len(FTS)
     assert list(agg["method"][:2]) == ["resnet50", "resnet50"]      # baselines first
 
 
-def test_bootstrap_ci_contains_mean_and_shrinks():
+def test_t_interval_contains_mean_and_shrinks():
     rng = np.random.default_rng(1)
     widths = {}
     for sd in (0.1, 0.01):
         values = 0.5 + rng.normal(0, sd, size=(6, 4))
-        mean, low, high = paired_bootstrap(values, n_boot=1000)
+        mean, low, high = t_intervals(values)
         np.testing.assert_allclose(mean, values.mean(axis=0))
         assert (low <= mean).all() and (mean <= high).all()
         widths[sd] = np.mean(high - low)
     assert widths[0.01] < widths[0.1] / 5
 
 
-def test_bootstrap_missing_and_single_seed():
+def test_t_interval_missing_and_single_seed():
     values = np.array([[0.5, 0.6], [0.7, np.nan], [0.6, np.nan]])
-    mean, low, high = paired_bootstrap(values, n_boot=500)
+    mean, low, high = t_intervals(values)
     np.testing.assert_allclose(mean, [0.6, 0.6])
-    assert np.isfinite(low[0]) and np.isnan(low[1]) and np.isnan(high[1])    # one seed: CI undefined
-    mean, low, high = paired_bootstrap(np.array([[0.3, 0.4]]))
+    assert np.isnan(low[1]) and np.isnan(high[1])                          # one seed: CI undefined
+    np.testing.assert_allclose([low[0], high[0]], 0.6 + np.array([-1, 1]) * 4.302653 * 0.1 / np.sqrt(3), rtol=1e-5)
+    two = t_intervals(np.array([[0.5], [0.7]]))                             # 2 seeds: t_{0.975, 1} = 12.706
+    np.testing.assert_allclose([two[1][0], two[2][0]], 0.6 + np.array([-1, 1]) * 12.7062 * 0.1, rtol=1e-4)
+    mean, low, high = t_intervals(np.array([[0.3, 0.4]]))
     np.testing.assert_allclose(mean, [0.3, 0.4])
     assert np.isnan(low).all() and np.isnan(high).all()
 
 
-def test_paired_resampling_cancels_seed_offsets():
+def test_paired_difference_cancels_seed_offsets():
     # Seeds differ a lot (sd 0.1) but each seed gains exactly ~0.01 from fraction 0 to fraction 1.
     rng = np.random.default_rng(3)
     offsets = rng.normal(0, 0.1, size=(8, 1))
     values = 0.6 + offsets + np.array([[0.0, 0.01]]) + rng.normal(0, 0.001, size=(8, 2))
-    _, low, high = paired_bootstrap(values, n_boot=2000)
+    _, low, high = t_intervals(values)
     assert (high - low).min() > 0.05                     # each fraction alone: wide, the CIs overlap
     assert low[1] < high[0]
-    d, dlow, dhigh = paired_difference(values, 0, 1, n_boot=2000)
+    d, dlow, dhigh = paired_difference(values, 0, 1)
     assert d == pytest.approx(0.01, abs=0.002)
     assert 0 < dlow < dhigh and dhigh - dlow < 0.005    # paired: the gain is resolved
-    # The same difference from independent resampling per fraction is ~20x wider and straddles 0.
-    a = bootstrap_means(values[:, :1], n_boot=2000, seed=1)[:, 0]
-    b = bootstrap_means(values[:, 1:], n_boot=2000, seed=2)[:, 0]
-    ulow, uhigh = np.quantile(b - a, [0.025, 0.975])
+    # It is the t-interval of the per-seed differences; seeds missing either fraction are dropped.
+    assert (d, dlow, dhigh) == pytest.approx(tuple(float(x[0]) for x in t_intervals(values[:, 1] - values[:, 0])))
+    holed = values.copy()
+    holed[0, 1] = holed[1, 0] = np.nan
+    assert paired_difference(holed, 0, 1)[0] == pytest.approx(np.mean(values[2:, 1] - values[2:, 0]))
+    # The same difference treating the fractions as independent samples (Welch) is far wider and straddles 0.
+    se = np.sqrt(values[:, 0].var(ddof=1) / 8 + values[:, 1].var(ddof=1) / 8)
+    ulow, uhigh = d - stats.t.ppf(0.975, 14) * se, d + stats.t.ppf(0.975, 14) * se
     assert ulow < 0 < uhigh and (uhigh - ulow) > 10 * (dhigh - dlow)
-    # Replicates share seed indices across fractions: the replicate means move together.
-    reps = bootstrap_means(values, n_boot=500)
-    assert np.corrcoef(reps[:, 0], reps[:, 1])[0, 1] > 0.99
 
 
 def test_fit_curve_recovers_quadratic():
@@ -153,18 +161,18 @@ def test_fit_curve_recovers_quadratic():
 
 def test_suggest_fractions_targets_noise_and_skips_grid():
     results, _ = make_sweep(noise=0.002, noisy=(0.5, 0.75), noisy_sd=0.15, rng_seed=7)
-    picks = suggest_fractions(results, k=3, n_boot=500)
+    picks = suggest_fractions(results, k=3)
     assert len(picks) == 3 and picks[0][0] == 0.625
     assert all(f not in FRACS for f, _ in picks) and all("CI width" in r for _, r in picks)
     assert all(type(f) is float and f == round(f, 4) for f, _ in picks)
     # Once 0.625 is in the grid (even only as a pre-training run) it is never proposed again.
     extra = results[results["key"] == "pre-F0.5-s0"].assign(key="pre-F0.625", animal_fraction=0.625)
-    again = suggest_fractions(pd.concat([results, extra]), k=10, n_boot=200)
+    again = suggest_fractions(pd.concat([results, extra]), k=10)
     assert 0.625 not in [f for f, _ in again]
     assert len(again) == len(FRACS) - 2                  # one per remaining gap of the fine-tuned grid
     # A smooth, noise-free curve: curvature decides, and a third-decimal midpoint is rounded to 4 places.
     quiet, _ = make_sweep(noise=0.0, seeds=(0,), fracs=(0.0, 0.1, 0.3, 1.0), fts=(1.0,))
-    q = suggest_fractions(quiet, k=3, n_boot=100)
+    q = suggest_fractions(quiet, k=3)
     assert {f for f, _ in q} == {0.05, 0.2, 0.65} and "CI n/a" in q[0][1]
     assert suggest_fractions(quiet[quiet["kind"] == "pretrain"]) == []
 
@@ -197,13 +205,16 @@ def test_write_report(sweep, tmp_path):
     paths = write_report(results, hist, tmp_path / "rep", title="Synthetic sweep")
     pngs = ["iou_vs_fraction.png", "miou_vs_fraction.png", "accuracy_vs_fraction.png", "curves.png",
             "pretrain_loss.png"]
-    assert set(paths) == {"results.parquet", "results.md", *pngs}
+    assert set(paths) == {"results.parquet", "results.md", "effect.json", *pngs}
     for name in pngs:
         _valid_png(paths[name])
     back = pd.read_parquet(paths["results.parquet"])
     assert len(back) == len(results) and list(back.columns) == list(results.columns)
     md = paths["results.md"].read_text()
-    assert md.startswith("# Synthetic sweep")
+    assert md.startswith("# Synthetic sweep\n\nEffect of the animal fraction on test IoU (binary): detected at "
+                         "fine-tune size 1: F=1 minus F=0 = +0.")
+    assert "Student-t CI" in md and "bootstrap" not in md
+    assert "All-background answer" not in md and "Fine-tune schedule" not in md    # columns absent: silent
     assert "| method | fine-tune | seeds | test loss | IoU (binary) | accuracy (%) | mIoU |" in md
     lines = md.splitlines()
     for key in results["key"]:
@@ -217,9 +228,12 @@ def test_write_report_skips_empty_plots(sweep, tmp_path):
     results, hist = sweep
     pre = results[results["kind"] == "pretrain"]
     paths = write_report(pre, hist, tmp_path / "rep", title="Pre-training only")
-    assert set(paths) == {"results.parquet", "results.md", "pretrain_loss.png"}
+    assert set(paths) == {"results.parquet", "results.md", "effect.json", "pretrain_loss.png"}
     _valid_png(paths["pretrain_loss.png"])
     assert not (tmp_path / "rep" / "iou_vs_fraction.png").exists()
     md = paths["results.md"].read_text()
     assert "iou_vs_fraction.png: skipped" in md and "curves.png: skipped" in md
     assert "No finished fine-tunes yet." in md
+    assert md.splitlines()[2] == ("Effect of the animal fraction on test IoU (binary): not judged, no finished MAE "
+                                  "fine-tunes with test_iou_binary.")
+    assert paths["effect.json"].read_text() == "[]\n"

@@ -1,9 +1,16 @@
-"""Numbers behind the report: seed-paired bootstrap CIs, curve fits over the animal fraction, the paper's
-Table 2, and which animal fractions to run next.
+"""Numbers behind the report: Student-t intervals over seeds, the effect of the animal fraction, curve fits
+over the animal fraction, the paper's Table 2, and which animal fractions to run next.
+
+A sweep has few seeds (2-3), so every interval is a Student-t interval over seeds, mean ± t_{0.975, n-1}·sd/√n,
+which holds its 95 % coverage at any n >= 2 for roughly normal seed-to-seed noise. (The percentile bootstrap
+it replaced covers about 75 % at 3 seeds: 3 seeds give only 10 distinct resampled means.) Fewer than two seeds
+give no interval (NaN): one seed has no spread, and a zero-width interval would claim a certainty the sweep
+does not have.
 
 Seeds are paired across animal fractions: seed s draws nested subsets and the same fine-tune split at every
-fraction, so a bootstrap replicate resamples seed *indices* once and applies them to every fraction. That
-keeps the seed-to-seed offset shared by all fractions out of differences and fits.
+fraction, so a difference between fractions, or a slope against the fraction, is computed within each seed
+first and the interval is taken over those per-seed numbers. That keeps the seed-to-seed offset shared by
+all fractions out of differences and slopes.
 """
 
 from __future__ import annotations
@@ -12,20 +19,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 METRICS = {"test_iou_binary": "IoU (binary)", "test_miou": "mIoU", "test_accuracy": "accuracy", "test_loss": "loss"}
 
 # Table order and labels; MAE fine-tunes come after the baselines, as in the paper.
-METHOD_ORDER = {"resnet50": 0, "supervised_mae": 1, "mae": 2}
-METHOD_LABELS = {"resnet50": "ResNet-50", "supervised_mae": "Supervised MAE"}
-BASELINES = ("resnet50", "supervised_mae")
+METHOD_ORDER = {"resnet18": 0, "resnet50": 1, "supervised_mae": 2, "mae": 3}
+METHOD_LABELS = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "supervised_mae": "Supervised MAE"}
+BASELINES = ("resnet18", "resnet50", "supervised_mae")
 
 # Fractions are floats that went through JSON; round before grouping so 0.1+0.2 and 0.3 are one group.
 _ROUND = 6
 
 _NUMERIC = ("animal_fraction", "finetune_fraction", "seed", "epochs", "wall_seconds", "train_loss", "val_loss",
             "test_loss", "test_accuracy", "test_iou_binary", "test_miou", "test_iou_pet", "test_iou_background",
-            "test_iou_border", "val_miou")
+            "test_iou_border", "val_miou", "test_iou_all_pet", "test_iou_all_background")
 
 
 def clean(results: pd.DataFrame) -> pd.DataFrame:
@@ -49,64 +57,64 @@ def finetunes(results: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     return df
 
 
-# --------------------------------------------------------------------------------------------- bootstrap
+# ------------------------------------------------------------------------------------------- intervals
 
-def bootstrap_means(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
-    """(n_boot, fractions) replicate means; each replicate draws one set of seed indices for all fractions."""
-    values = np.asarray(values, dtype=float)
-    if values.ndim == 1:
-        values = values[:, None]
-    n = values.shape[0]
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    draws = values[idx]                                  # (n_boot, n_seeds, fractions)
-    ok = np.isfinite(draws)
-    count = ok.sum(axis=1)
-    total = np.where(ok, draws, 0.0).sum(axis=1)
-    # A replicate that drew only missing seeds for a fraction says nothing about it: NaN, skipped below.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+def t_intervals(values: np.ndarray, ci: float = 0.95,
+                axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and Student-t CI over seeds (along `axis`) of an array of runs, NaN = missing run.
 
-
-def _interval(reps: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
-    alpha = (1.0 - ci) / 2.0
-    low = np.full(reps.shape[1], np.nan)
-    high = np.full(reps.shape[1], np.nan)
-    for j in range(reps.shape[1]):
-        col = reps[:, j][np.isfinite(reps[:, j])]
-        if col.size:
-            low[j], high[j] = np.quantile(col, [alpha, 1.0 - alpha])
-    return low, high
-
-
-def paired_bootstrap(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
-                     ci: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and percentile CI per fraction of a (seeds x fractions) array, NaN = missing run.
-
-    A fraction with fewer than two finite seeds gets low = high = NaN: one seed has no spread to resample,
-    and a zero-width interval would claim a certainty the sweep does not have.
+    Per column: mean ± t_{(1+ci)/2, n-1} · sd / √n over its n finite seeds (sd with ddof=1). A column with
+    fewer than two finite seeds gets low = high = NaN. A 1-D array is one column of seeds. Any number of
+    other axes is kept, so a batch of simulated sweeps is one call.
     """
-    values = np.asarray(values, dtype=float)
-    if values.ndim == 1:
-        values = values[:, None]
-    finite = np.isfinite(values)
+    v = np.asarray(values, dtype=float)
+    if v.ndim == 1:
+        v, axis = v[:, None], 0
+    v = np.moveaxis(v, axis, 0)
+    finite = np.isfinite(v)
     n = finite.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n > 0, np.where(finite, values, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)
-    if values.shape[0] == 0:
-        return mean, mean.copy(), mean.copy()
-    low, high = _interval(bootstrap_means(values, n_boot, seed), ci)
-    low[n < 2] = np.nan
-    high[n < 2] = np.nan
+        mean = np.where(n > 0, np.where(finite, v, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)
+        dev = np.where(finite, v - mean, 0.0)
+        sd = np.sqrt((dev ** 2).sum(axis=0) / np.maximum(n - 1, 1))
+        half = stats.t.ppf(0.5 + ci / 2.0, np.maximum(n - 1, 1)) * sd / np.sqrt(np.maximum(n, 1))
+    low = np.where(n >= 2, mean - half, np.nan)
+    high = np.where(n >= 2, mean + half, np.nan)
     return mean, low, high
 
 
-def paired_difference(values: np.ndarray, i: int, j: int, n_boot: int = 2000, seed: int = 0,
-                      ci: float = 0.95) -> tuple[float, float, float]:
-    """Mean and CI of (fraction j - fraction i) over seeds, resampled as pairs; seeds missing either are dropped."""
+def paired_difference(values: np.ndarray, i: int, j: int, ci: float = 0.95):
+    """Mean and t-CI of (fraction j - fraction i), paired by seed: the interval of the per-seed differences.
+
+    `values` is (seeds x fractions), NaN = missing run; seeds missing either fraction are dropped. Returns
+    three floats; with leading batch axes (..., seeds, fractions) three arrays of the batch shape.
+    """
     values = np.asarray(values, dtype=float)
-    d = values[:, j] - values[:, i]
-    mean, low, high = paired_bootstrap(d[:, None], n_boot, seed, ci)
-    return float(mean[0]), float(low[0]), float(high[0])
+    d = values[..., j] - values[..., i]
+    mean, low, high = t_intervals(d, ci, axis=-1)
+    if d.ndim == 1:
+        return float(mean[0]), float(low[0]), float(high[0])
+    return mean, low, high
+
+
+def seed_slopes(values: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """Least-squares slope of each seed's metric against the animal fraction, over that seed's finite runs.
+
+    `values` is (..., seeds, fractions) with NaN = missing run; returns (..., seeds), NaN for a seed with fewer
+    than two fractions.
+    """
+    v = np.asarray(values, dtype=float)
+    x = np.broadcast_to(np.asarray(fractions, dtype=float), v.shape)
+    ok = np.isfinite(v) & np.isfinite(x)
+    cnt = ok.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xm = np.where(ok, x, 0.0).sum(axis=-1) / cnt
+        ym = np.where(ok, v, 0.0).sum(axis=-1) / cnt
+        dx = np.where(ok, x - xm[..., None], 0.0)
+        dy = np.where(ok, v - ym[..., None], 0.0)
+        sxx = (dx ** 2).sum(axis=-1)
+        slope = (dx * dy).sum(axis=-1) / sxx
+    return np.where((cnt >= 2) & (sxx > 0), slope, np.nan)
 
 
 # ------------------------------------------------------------------------------------------------ fits
@@ -166,8 +174,9 @@ def seed_matrix(df: pd.DataFrame, metric: str, column: str = "animal_fraction") 
     return table.to_numpy(dtype=float), np.where(cols == -1.0, np.nan, cols)
 
 
-def aggregate(results: pd.DataFrame, metric: str, n_boot: int = 2000, ci: float = 0.95) -> pd.DataFrame:
-    """Per (method, finetune_fraction, animal_fraction): mean, ci_low, ci_high, n_seeds over finished fine-tunes.
+def aggregate(results: pd.DataFrame, metric: str, ci: float = 0.95) -> pd.DataFrame:
+    """Per (method, finetune_fraction, animal_fraction): mean, ci_low, ci_high (Student-t over seeds), n_seeds
+    over finished fine-tunes.
 
     Baselines have animal_fraction NaN. Sorted baselines first, then by fine-tune and animal fraction.
     """
@@ -178,7 +187,7 @@ def aggregate(results: pd.DataFrame, metric: str, n_boot: int = 2000, ci: float 
         if method != "mae":
             grp = grp.assign(animal_fraction=np.nan)
         values, fracs = seed_matrix(grp, metric)
-        mean, low, high = paired_bootstrap(values, n_boot=n_boot, ci=ci)
+        mean, low, high = t_intervals(values, ci)
         n = np.isfinite(values).sum(axis=0)
         for j, f in enumerate(fracs):
             out.append({"method": method, "finetune_fraction": ft, "animal_fraction": f, "mean": mean[j],
@@ -197,6 +206,129 @@ def fits(results: pd.DataFrame, metric: str) -> dict[float, CurveFit]:
     df = df[df["method"] == "mae"]
     return {float(ft): fit_curve(g["animal_fraction"], g[metric])
             for ft, g in df.groupby("finetune_fraction", sort=True)}
+
+
+# ---------------------------------------------------------------------------------------------- effect
+
+# The only columns the effect analysis reads: it must not know which data world or config produced a run.
+EFFECT_COLUMNS = ("method", "kind", "status", "animal_fraction", "finetune_fraction", "seed")
+
+
+def higher_is_better(metric: str) -> bool:
+    return "loss" not in metric
+
+
+def effect_statistics(values: np.ndarray, fractions: np.ndarray, ci: float = 0.95) -> dict[str, np.ndarray]:
+    """The effect test on (..., seeds, fractions) arrays: paired high-minus-low difference and per-seed slope.
+
+    Returns arrays of the batch shape: diff, diff_low, diff_high, n_seeds (seeds with both end fractions),
+    slope, slope_low, slope_high, n_seeds_slope (seeds with >= 2 fractions), detected (both intervals exclude 0
+    on the same side; NaN intervals never detect).
+    """
+    v = np.asarray(values, dtype=float)
+    fractions = np.asarray(fractions, dtype=float)
+    lo, hi = int(np.argmin(fractions)), int(np.argmax(fractions))
+    d = v[..., hi] - v[..., lo] if hi != lo else np.full(v.shape[:-1], np.nan)   # one fraction: no difference
+    diff, diff_low, diff_high = t_intervals(d[..., None], ci, axis=-2)
+    slopes = seed_slopes(v, fractions)
+    slope, slope_low, slope_high = t_intervals(slopes[..., None], ci, axis=-2)
+    out = {"diff": diff[..., 0], "diff_low": diff_low[..., 0], "diff_high": diff_high[..., 0],
+           "n_seeds": np.isfinite(d).sum(axis=-1),
+           "slope": slope[..., 0], "slope_low": slope_low[..., 0], "slope_high": slope_high[..., 0],
+           "n_seeds_slope": np.isfinite(slopes).sum(axis=-1)}
+    with np.errstate(invalid="ignore"):
+        up = (out["diff_low"] > 0) & (out["slope_low"] > 0)
+        down = (out["diff_high"] < 0) & (out["slope_high"] < 0)
+    out["detected"] = up | down
+    return out
+
+
+def effect(results: pd.DataFrame, metric: str = "test_iou_binary", ci: float = 0.95) -> list[dict]:
+    """Is there an effect of the animal fraction on `metric`? One entry per fine-tune fraction, largest first.
+
+    Over finished MAE fine-tunes only, reading nothing but the columns method, kind, status, animal_fraction,
+    finetune_fraction, seed and `metric` (never which data world or config made a run). Per fine-tune fraction:
+
+    - ``diff``, ``ci``: mean over seeds of (metric at the highest animal fraction - metric at the lowest),
+      paired by seed (a seed missing either end is dropped), and its Student-t interval over seeds;
+    - ``slope``, ``slope_ci``: the least-squares slope of metric against animal fraction, fitted *per seed*
+      over that seed's fractions, then mean and Student-t interval over seeds. Fitting per seed keeps the
+      seed pairing (each seed's offset drops out of its own slope) and gives one independent number per seed,
+      where one pooled fit over all (fraction, seed) points would treat runs of one seed as independent and
+      give too narrow an interval;
+    - ``effect``: "detected" when both intervals exclude 0 on the same side, else "not detected" (always so
+      with fewer than two seeds or one animal fraction, whose intervals are NaN);
+    - ``direction``: "higher animal fraction is better" / "... worse" (by the metric's sense: a loss is
+      better lower) when detected, else None;
+    - ``n_seeds`` (paired seeds in diff), ``n_seeds_slope``, ``fractions`` [low, high], ``n_fractions``,
+      ``mean_low`` / ``mean_high`` (the mean at each end over the paired seeds).
+    """
+    cols = [c for c in (*EFFECT_COLUMNS, metric) if c in results]
+    df = finetunes(results[cols], metric)
+    df = df[df["method"] == "mae"]
+    out = []
+    for ft, grp in sorted(df.groupby("finetune_fraction"), key=lambda kv: -kv[0]):
+        values, fracs = seed_matrix(grp, metric)
+        s = effect_statistics(values, fracs, ci)
+        lo, hi = int(np.argmin(fracs)), int(np.argmax(fracs))
+        paired = np.isfinite(values[:, lo]) & np.isfinite(values[:, hi])
+        detected = bool(s["detected"])
+        sign = np.sign(s["diff"]) * (1 if higher_is_better(metric) else -1)
+        out.append({
+            "metric": metric, "finetune_fraction": float(ft),
+            "diff": float(s["diff"]), "ci": [float(s["diff_low"]), float(s["diff_high"])],
+            "slope": float(s["slope"]), "slope_ci": [float(s["slope_low"]), float(s["slope_high"])],
+            "effect": "detected" if detected else "not detected",
+            "direction": (f"higher animal fraction is {'better' if sign > 0 else 'worse'}" if detected else None),
+            "n_seeds": int(s["n_seeds"]), "n_seeds_slope": int(s["n_seeds_slope"]),
+            "fractions": [float(fracs[lo]), float(fracs[hi])], "n_fractions": int(fracs.size),
+            "mean_low": float(values[paired, lo].mean()) if paired.any() else float("nan"),
+            "mean_high": float(values[paired, hi].mean()) if paired.any() else float("nan"),
+            "ci_level": ci,
+        })
+    return out
+
+
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _signed(v, digits: int = 3) -> str:
+    return f"{v:+.{digits}f}" if np.isfinite(v) else "n/a"
+
+
+def _effect_clause(e: dict) -> str:
+    lo, hi = (_num(f) for f in e["fractions"])
+    where = f"{e['effect']} at fine-tune size {_num(e['finetune_fraction']):g}"
+    if e.get("n_fractions", 2) < 2 or lo == hi:
+        return f"{where}: only one animal fraction (F={lo:g}), nothing to compare"
+    seeds = f"{e['n_seeds']} seed{'s' if e['n_seeds'] != 1 else ''}"
+    diff, (dl, dh) = _num(e["diff"]), (_num(c) for c in e["ci"])
+    slope, (sl, sh) = _num(e["slope"]), (_num(c) for c in e["slope_ci"])
+    level = f"{round(100 * e.get('ci_level', 0.95)):g}%"
+    text = f"{where}: F={hi:g} minus F={lo:g} = {_signed(diff)}"
+    if not np.isfinite(dl):
+        return f"{text} (no CI with {seeds})"
+    text += (f" ({level} CI {_signed(dl)} to {_signed(dh)}, {seeds}), slope {_signed(slope)} per unit F"
+             f" ({level} CI {_signed(sl)} to {_signed(sh)})")
+    if e["effect"] == "detected":
+        return f"{text}, so {e['direction']}" if e.get("direction") else text
+    zero_d, zero_s = dl <= 0 <= dh, not (sl > 0 or sh < 0)
+    why = ("both CIs include 0" if zero_d and zero_s else "the difference's CI includes 0" if zero_d
+           else "the slope's CI includes 0" if zero_s else "the two CIs disagree in sign")
+    return f"{text}; {why}"
+
+
+def effect_sentence(entries: list[dict], metric: str = "test_iou_binary") -> str:
+    """One sentence saying, per fine-tune size, whether the effect is there, with the numbers behind it.
+
+    Takes `effect()`'s entries, or the same entries read back from effect.json (null read as NaN).
+    """
+    metric = entries[0]["metric"] if entries else metric
+    head = f"Effect of the animal fraction on test {METRICS.get(metric, metric)}"
+    if not entries:
+        return f"{head}: not judged, no finished MAE fine-tunes with {metric}."
+    return f"{head}: " + "; ".join(_effect_clause(e) for e in entries) + "."
 
 
 # ----------------------------------------------------------------------------------------- paper table
@@ -224,8 +356,8 @@ def paper_table(results: pd.DataFrame, ci: float = 0.95) -> pd.DataFrame:
     """Table 2: one row per method x fine-tune fraction, "mean ± half-CI" strings and numeric columns.
 
     Numeric columns are <metric>_mean and <metric>_half_ci (accuracy in percent). Rows: the largest fine-tune
-    fraction first, then ResNet-50, Supervised MAE, Finetuned F=1.00 ... F=0.00 (the paper's order). A single
-    seed has no CI, so its cell shows the mean alone.
+    fraction first, then ResNet-18, ResNet-50, Supervised MAE, Finetuned F=1.00 ... F=0.00 (the paper's order).
+    A single seed has no CI, so its cell shows the mean alone.
     """
     per = {m: aggregate(results, m, ci=ci) for m, *_ in _TABLE_COLUMNS}
     keys = pd.concat([a[["method", "finetune_fraction", "animal_fraction", "n_seeds"]] for a in per.values()])
@@ -270,8 +402,7 @@ def _second_differences(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return d
 
 
-def suggest_fractions(results: pd.DataFrame, metric: str = "test_iou_binary", k: int = 3,
-                      n_boot: int = 2000) -> list[tuple[float, str]]:
+def suggest_fractions(results: pd.DataFrame, metric: str = "test_iou_binary", k: int = 3) -> list[tuple[float, str]]:
     """Midpoints of adjacent grid fractions where another point would teach the most, best first.
 
     Each gap scores (a) the mean CI width of its two neighbours (where the curve is uncertain) plus (b) the mean
@@ -281,7 +412,7 @@ def suggest_fractions(results: pd.DataFrame, metric: str = "test_iou_binary", k:
     """
     df = clean(results)
     grid = set(np.round(df["animal_fraction"].dropna().to_numpy(dtype=float), 4))
-    agg = aggregate(results, metric, n_boot=n_boot)
+    agg = aggregate(results, metric)
     agg = agg[agg["method"] == "mae"] if not agg.empty else agg
     scores: dict[tuple[float, float], list[tuple[float, float]]] = {}
     for _, g in agg.groupby("finetune_fraction"):

@@ -1,7 +1,10 @@
-"""One sweep's report folder: results.parquet, results.md (tables, fits, suggestions) and the PNG plots."""
+"""One sweep's report folder: results.parquet, results.md (the effect sentence, tables, fits, suggestions),
+effect.json and the PNG plots."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,11 +78,93 @@ def _keys_table(df: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"animal_fraction": "F", "finetune_fraction": "fine-tune"})
 
 
+def _jsonable(v):
+    """NaN / inf -> None and numpy scalars -> Python, recursively, so json.dumps(allow_nan=False) accepts it."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    return v
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def write_effect(entries: list[dict], path: Path | str) -> Path:
+    """effect.json: analyze.effect's entries as a JSON list, NaN written as null."""
+    return _write_atomic(Path(path), json.dumps(_jsonable(entries), indent=2, allow_nan=False) + "\n")
+
+
+def _ci_text(mean: float, ci: list[float]) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    if not all(np.isfinite(c) for c in ci):
+        return f"{mean:+.3f}"
+    return f"{mean:+.3f} ({ci[0]:+.3f} to {ci[1]:+.3f})"
+
+
+def _effect_section(results: pd.DataFrame) -> list[str]:
+    rows = []
+    for metric, label in analyze.METRICS.items():
+        for e in analyze.effect(results, metric):
+            lo, hi = e["fractions"]
+            rows.append({"metric": label, "fine-tune": e["finetune_fraction"], "F": f"{lo:g} → {hi:g}",
+                         "high − low (95% CI)": _ci_text(e["diff"], e["ci"]),
+                         "slope per unit F (95% CI)": _ci_text(e["slope"], e["slope_ci"]),
+                         "seeds": str(e["n_seeds"]),
+                         "effect": f"{e['effect']}: {e['direction']}" if e["direction"] else e["effect"]})
+    lines = ["## Effect of the animal fraction", "",
+             "Over the MAE fine-tunes, paired by seed: per seed the metric at the highest minus the lowest animal "
+             "fraction, and the least-squares slope over that seed's fractions; mean and 95% Student-t interval "
+             "over seeds. Detected = both intervals exclude 0 on the same side. For the loss, lower is better.", ""]
+    lines += [markdown_table(pd.DataFrame(rows)) if rows else "No finished MAE fine-tunes.", ""]
+    return lines
+
+
+def _trivial_answers(results: pd.DataFrame, df: pd.DataFrame) -> list[str]:
+    """The IoU of predicting every pixel background / pet, where the results carry those metrics."""
+    ft = df[(df["kind"] == "finetune") & (df["status"] == "done")]
+    parts = []
+    for col, what in (("test_iou_all_background", "All-background"), ("test_iou_all_pet", "all-pet")):
+        vals = ft[col].to_numpy(dtype=float) if col in results else np.empty(0)
+        vals = vals[np.isfinite(vals)]
+        if vals.size:
+            lo, hi = float(vals.min()), float(vals.max())
+            value = f"{lo:.3f}" if hi - lo < 5e-4 else f"{lo:.3f}–{hi:.3f}"
+            parts.append(f"{what} answer: IoU {value}")
+    if not parts:
+        return []
+    parts[0] = parts[0][0].upper() + parts[0][1:]
+    return ["; ".join(parts) + " (test set).", ""]
+
+
+def _schedule(results: pd.DataFrame, df: pd.DataFrame) -> list[str]:
+    if "finetune_schedule" not in results:
+        return []
+    col = df["finetune_schedule"].fillna("").astype(str)
+    values = sorted(set(col[df["kind"] == "finetune"]) - {""})
+    if not values:
+        return []
+    return [f"Fine-tune schedule: {', '.join(values)}{' (rows differ)' if len(values) > 1 else ''}.", ""]
+
+
 def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_dir: Path | str,
                  title: str) -> dict[str, Path]:
-    """Write results.parquet, results.md and the plots under `out_dir`; returns file name -> path.
+    """Write results.parquet, results.md, effect.json and the plots under `out_dir`; returns file name -> path.
 
-    A plot with nothing to draw (say, no fine-tunes yet) is left out and results.md says why.
+    results.md opens with one sentence saying whether the animal fraction's effect on test IoU (binary) is
+    there (analyze.effect_sentence); effect.json holds the numbers behind it. A plot with nothing to draw (say,
+    no fine-tunes yet) is left out and results.md says why.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +172,8 @@ def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_di
     paths["results.parquet"] = write_table(pa.Table.from_pandas(results, preserve_index=False),
                                            out_dir / "results.parquet")
     df = analyze.clean(results)
+    entries = analyze.effect(results)
+    paths["effect.json"] = write_effect(entries, out_dir / "effect.json")
 
     plot_lines = []
     for name, draw in _PLOTS.items():
@@ -98,18 +185,22 @@ def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_di
             target.unlink(missing_ok=True)      # never leave a stale plot from an earlier report
             plot_lines.append(f"- {name}: skipped ({e})")
 
-    md = [f"# {title}", ""]
+    md = [f"# {title}", "", analyze.effect_sentence(entries), ""]
     md += _grid_section(df)
 
     table = analyze.paper_table(results)
     md += ["## Test results (paper Table 2 form)", "",
-           "Mean over seeds ± half the 95% paired-bootstrap CI (no ± with a single seed); accuracy in %.", ""]
+           "Mean over seeds ± half the 95% Student-t CI over seeds (no ± with a single seed); accuracy in %.", ""]
+    md += _schedule(results, df)
+    md += _trivial_answers(results, df)
     if table.empty:
         md += ["No finished fine-tunes yet.", ""]
     else:
         shown = table[["method", "finetune_fraction", "n_seeds", "test loss", "IoU (binary)", "accuracy (%)",
                        "mIoU"]].rename(columns={"finetune_fraction": "fine-tune", "n_seeds": "seeds"})
         md += [markdown_table(shown), ""]
+
+    md += _effect_section(results)
 
     md += ["## Fits against animal fraction", "",
            "Least squares over every (fraction, seed) point: quadratic with >= 4 fractions, linear with 2-3.", ""]
@@ -126,9 +217,5 @@ def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_di
     md += ["", "## Plots", "", *plot_lines, ""]
 
     md += ["## Stages", "", markdown_table(_keys_table(df)) if not df.empty else "No stages.", ""]
-    md_path = out_dir / "results.md"
-    tmp = md_path.with_name(f".{md_path.name}.tmp")
-    tmp.write_text("\n".join(md))
-    tmp.replace(md_path)
-    paths["results.md"] = md_path
+    paths["results.md"] = _write_atomic(out_dir / "results.md", "\n".join(md))
     return paths

@@ -6,6 +6,7 @@ nothing to draw raises NothingToPlot, which the report builder turns into a line
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from mixsweep.report.analyze import (METHOD_LABELS, METRICS, aggregate, clean, finetunes, fits,
-                                     paired_bootstrap, seed_matrix)
+from mixsweep.report.analyze import (METHOD_LABELS, METRICS, aggregate, clean, effect, effect_sentence, finetunes,
+                                     fits, seed_matrix, t_intervals)
 
 DPI = 110
-BASELINE_STYLE = {"resnet50": dict(color="0.15", linestyle=":"),
+BASELINE_STYLE = {"resnet18": dict(color="0.3", linestyle=(0, (3, 2))),
+                  "resnet50": dict(color="0.15", linestyle=":"),
                   "supervised_mae": dict(color="0.55", linestyle=(0, (1, 4)))}
 
 
@@ -45,14 +47,16 @@ def _label(metric: str) -> str:
 
 
 def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path) -> Path:
-    """Test `metric` against animal fraction: per fine-tune fraction the seed mean with its 95% CI band, the
-    fitted curve dashed, and the baselines at that fine-tune fraction as dotted horizontal lines."""
+    """Test `metric` against animal fraction: per fine-tune fraction the seed mean with its 95% Student-t CI
+    band over seeds, the fitted curve dashed, and the baselines at that fine-tune fraction as horizontal lines;
+    the effect sentence (analyze.effect_sentence) as the subtitle."""
     agg = aggregate(results, metric)
     mae = agg[agg["method"] == "mae"] if not agg.empty else agg
     if mae.empty:
         raise NothingToPlot(f"no finished MAE fine-tunes with {metric}")
     curve_fits = fits(results, metric)
-    fig, (ax,) = _figure(1, width=6.5, height=4.5)
+    subtitle = textwrap.fill(effect_sentence(effect(results, metric), metric), width=110)
+    fig, (ax,) = _figure(1, width=6.5, height=4.5 + 0.12 * subtitle.count("\n"))
     cmap = colormaps["tab10"]
     lo_x, hi_x = float(mae["animal_fraction"].min()), float(mae["animal_fraction"].max())
     for i, (ft, g) in enumerate(mae.groupby("finetune_fraction", sort=True)):
@@ -77,7 +81,8 @@ def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path
                        label=f"{METHOD_LABELS.get(b['method'], b['method'])}, fine-tune {ft:g}")
     ax.set_xlabel("animal fraction of pre-training data F")
     ax.set_ylabel(f"test {_label(metric)}")
-    ax.set_title(f"test {_label(metric)} vs animal fraction (mean, 95% CI over seeds)", fontsize=10)
+    fig.suptitle(f"test {_label(metric)} vs animal fraction (mean, 95% t-interval over seeds)", fontsize=10)
+    ax.set_title(subtitle, fontsize=6, loc="left")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
@@ -150,7 +155,7 @@ def plot_pretrain_loss(results: pd.DataFrame, histories: dict[str, list[dict]], 
     if df.empty:
         raise NothingToPlot("no finished pre-training runs with val_loss")
     values, fracs = seed_matrix(df, "val_loss")
-    mean, low, high = paired_bootstrap(values)
+    mean, low, high = t_intervals(values)
     fig, (left, right) = _figure(2)
     left.plot(fracs, mean, "o-", color="C0", label="mean over seeds")
     ok = np.isfinite(low)
