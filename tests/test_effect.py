@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -202,6 +203,27 @@ def test_report_states_trivial_answers_schedule_and_resnet18(tmp_path):
     assert "Fine-tune schedule: fixed_steps." in md
     table = md[md.index("| method | fine-tune |"):]
     assert table.index("| ResNet-18 |") < table.index("| ResNet-50 |") < table.index("| Finetuned F=1.00 |")
+
+
+def test_make_report_prints_the_sentence_and_returns_effect_json(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from mixsweep.sweep import report as sweep_report
+    from mixsweep.sweep import tracking
+
+    results = world(slope=0.08)
+    store = SimpleNamespace(root=tmp_path)
+    monkeypatch.setattr(sweep_report, "spec_results", lambda spec: (results, {}, store, None))
+    monkeypatch.setattr(tracking, "Tracker", lambda **kw: None)
+    logged = []
+    monkeypatch.setattr(tracking, "log_report", lambda tracker, **kw: logged.append(kw))
+    spec = SimpleNamespace(name="demo", wandb=SimpleNamespace(model_dump=lambda mode: {}))
+    console = Console(record=True, width=400)
+    paths = sweep_report.make_report(spec, console=console)
+    assert paths["effect.json"] == tmp_path / "reports" / "demo" / "effect.json"
+    assert all(hasattr(p, "suffix") for p in paths.values()) and logged
+    printed = console.export_text()
+    assert sweep_report.effect_summary(results) in printed and "detected at fine-tune size 1" in printed
 
 
 # ---------------------------------------------------------------------------------------- simulated seeds

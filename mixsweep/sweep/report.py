@@ -4,17 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
+
 from mixsweep.sweep.run import spec_results
 
 
-def make_report(spec) -> dict[str, Path]:
-    """Write the report under <storage>/reports/<spec name>/ and log it to W&B as one report run."""
+def effect_summary(results) -> str:
+    """The report's first sentence: is the animal fraction's effect on test IoU (binary) there, from the
+    statistics alone (the same sentence results.md opens with; the numbers are in effect.json)."""
+    from mixsweep.report.analyze import effect, effect_sentence
+
+    return effect_sentence(effect(results))
+
+
+def make_report(spec, console: Console | None = None) -> dict[str, Path]:
+    """Write the report under <storage>/reports/<spec name>/ and log it to W&B as one report run.
+
+    Returns file name -> path (results.md, effect.json, results.parquet, the PNGs) and prints the effect
+    sentence to the terminal.
+    """
     from mixsweep.report.build import write_report
     from mixsweep.sweep import tracking
 
     results, histories, store, _ = spec_results(spec)
     out = store.root / "reports" / spec.name
     paths = write_report(results, histories, out, title=f"mixsweep report: {spec.name}")
+    (console or Console()).print(effect_summary(results), markup=False, highlight=False)
     tracker = tracking.Tracker(**spec.wandb.model_dump(mode="json"), root=store.root)
     tracking.log_report(tracker, group=spec.name, table=results,
                         plots=[p for p in paths.values() if Path(p).suffix == ".png"])
