@@ -345,3 +345,90 @@ def test_gpu_loader_paths_match_cpu(loader_pack):
             assert torch.equal(a["masks"], b["masks"].cpu())
         train = list(PackedLoader(loader_pack, 4, device="cuda", resident=resident, augment=SMALL))
         assert len(train) == 6 and train[0]["images"].shape == (4, 3, 12, 12)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A fixed number of batches per epoch (the fine-tune's fixed_steps schedule)
+
+
+@pytest.mark.parametrize("resident", [True, False])
+def test_num_batches_cycles_a_small_set(loader_pack, resident):
+    # 24 rows, 2 ranks, batch 4, 5 batches: 40 draws, i.e. all rows once and then 16 of a second permutation.
+    kw = dict(augment=SMALL, seed=3, world_size=2, num_batches=5, resident=resident)
+    per_rank = []
+    for r in range(2):
+        ld = PackedLoader(loader_pack, 4, rank=r, **kw)
+        batches = list(ld)
+        assert len(batches) == len(ld) == 5
+        assert all(b["images"].shape == (4, 3, 12, 12) and len(b["index"]) == 4 for b in batches)
+        per_rank.append([b["index"].numpy() for b in batches])
+    draws = np.concatenate([np.concatenate(p) for p in per_rank])
+    rows, counts = np.unique(draws, return_counts=True)
+    assert rows.tolist() == loader_pack.valid_indices.tolist() and set(counts.tolist()) == {1, 2}
+    assert counts.sum() == 40
+    # Within one pass the two ranks' shards stay disjoint: the first 12 draws of each rank are one permutation.
+    assert not set(np.concatenate(per_rank[0])[:12].tolist()) & set(np.concatenate(per_rank[1])[:12].tolist())
+
+
+def test_num_batches_keeps_the_plain_epoch_and_is_deterministic(loader_pack):
+    plain = PackedLoader(loader_pack, 4, augment=SMALL, seed=1, resident=False)
+    same = PackedLoader(loader_pack, 4, augment=SMALL, seed=1, resident=False, num_batches=len(plain))
+    more = PackedLoader(loader_pack, 4, augment=SMALL, seed=1, resident=False, num_batches=9)
+    for epoch in (0, 1):
+        for ld in (plain, same, more):
+            ld.set_epoch(epoch)
+        a, b, c = plain.epoch_batches(), same.epoch_batches(), more.epoch_batches()
+        assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b) == 6
+        assert all(np.array_equal(x, y) for x, y in zip(a, c[:6])) and len(c) == 9  # first pass = plain epoch
+    # Resume: a fresh loader set to epoch k yields what the running one yielded at epoch k (rows and pixels).
+    more.set_epoch(2)
+    ran = list(more)
+    again = PackedLoader(loader_pack, 4, augment=SMALL, seed=1, resident=False, num_batches=9)
+    again.set_epoch(2)
+    for x, y in zip(ran, list(again)):
+        assert torch.equal(x["index"], y["index"]) and torch.equal(x["images"], y["images"])
+        assert torch.equal(x["masks"], y["masks"])
+    more.set_epoch(3)
+    assert not all(np.array_equal(x, y) for x, y in zip(more.epoch_batches(), again.epoch_batches()))
+
+
+def test_num_batches_fills_a_batch_larger_than_the_set(loader_pack):
+    ld = PackedLoader(loader_pack, 8, augment=SMALL, indices=np.array([0, 1, 2]), num_batches=2)
+    batches = list(ld)
+    assert len(batches) == 2 and all(len(b["index"]) == 8 for b in batches)
+    assert set(np.concatenate([b["index"].numpy() for b in batches]).tolist()) == {0, 1, 2}
+
+
+def test_num_batches_and_padding_arguments(loader_pack):
+    with pytest.raises(ValueError, match="num_batches"):
+        PackedLoader(loader_pack, 4, train=False, num_batches=3)
+    with pytest.raises(ValueError, match="num_batches"):
+        PackedLoader(loader_pack, 4, num_batches=0)
+    with pytest.raises(ValueError, match="no usable rows"):
+        PackedLoader(loader_pack, 4, indices=np.array([5, 11]), num_batches=2)
+    with pytest.raises(ValueError, match="pad_to_batch"):
+        PackedLoader(loader_pack, 4, train=True, pad_to_batch=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Eval batches padded to the batch size (one static shape for a compiled model)
+
+
+@pytest.mark.parametrize("resident", [True, False])
+@pytest.mark.parametrize("world_size,batch", [(1, 5), (3, 5), (5, 1)])  # (5, 1): a rank's last batch is empty
+def test_padded_eval_batches_are_full_and_hold_the_same_rows(loader_pack, world_size, batch, resident):
+    sizes = []
+    for r in range(world_size):
+        kw = dict(train=False, augment=SMALL, rank=r, world_size=world_size, resident=resident)
+        plain = list(PackedLoader(loader_pack, batch, **kw))
+        padded = list(PackedLoader(loader_pack, batch, pad_to_batch=True, pad_mask_value=255, **kw))
+        assert len(plain) == len(padded)
+        assert len({b["images"].stride() for b in padded}) == 1  # one layout: no recompile on strides either
+        for a, b in zip(plain, padded):
+            n = len(a["index"])
+            sizes.append(n)
+            assert torch.equal(a["index"], b["index"])
+            assert b["images"].shape == (batch, 3, 12, 12) and b["masks"].shape == (batch, 12, 12)
+            assert torch.equal(b["images"][:n], a["images"]) and torch.equal(b["masks"][:n], a["masks"])
+            assert not b["images"][n:].any() and (b["masks"][n:] == 255).all()
+    assert (0 in sizes) == (world_size == 5) and sum(sizes) == 24

@@ -417,9 +417,14 @@ class PackedLoader:
     same number of batches so DDP never waits on a missing step:
       - train, drop_last: every rank keeps floor(n/W) // B full batches; the rest is dropped this epoch;
       - train, not drop_last: the order is padded cyclically to a multiple of W, last batch partial;
+      - train with `num_batches`: exactly that many full batches per rank and epoch, from permutations
+        drawn one after another (the first is the plain epoch's) and concatenated, so a set smaller than
+        num_batches·B·W is cycled through (and a batch may repeat a row when the set is smaller than B·W);
       - eval (train=False): no shuffle, every usable row exactly once over all ranks. Rank shares differ
         by at most one row; all ranks yield ceil(ceil(n/W)/B) batches, the last one holding the remainder,
-        which can be empty (B=0) on a rank whose share ends on a batch boundary.
+        which can be empty (B=0) on a rank whose share ends on a batch boundary. With `pad_to_batch`
+        every batch has B rows anyway: zero images and masks of `pad_mask_value` after the real rows
+        (`index` lists the real rows only), so a compiled model sees one static shape.
 
     Data path: `resident` (True, False or 'auto') keeps the whole uint8 pack on the device (auto: when it
     fits in `resident_fraction` of free device memory, or of available RAM on a CPU) and gathers batches
@@ -445,9 +450,16 @@ class PackedLoader:
         indices: np.ndarray | Sequence[int] | None = None,
         dtype: torch.dtype = torch.float32,
         resident_fraction: float = 0.5,
+        num_batches: int | None = None,
+        pad_to_batch: bool = False,
+        pad_mask_value: int = 255,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_batches is not None and (not train or num_batches < 1):
+            raise ValueError(f"num_batches ({num_batches}) needs train=True and must be >= 1")
+        if pad_to_batch and train:
+            raise ValueError("pad_to_batch is for eval loaders (train=False)")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         if resident not in (True, False, "auto"):
@@ -468,6 +480,11 @@ class PackedLoader:
         if indices is not None:
             rows = np.intersect1d(rows, np.asarray(indices, dtype=np.int64))
         self.rows = rows
+        if num_batches is not None and len(rows) == 0:
+            raise ValueError("num_batches: no usable rows to cycle through")
+        self.num_batches = num_batches
+        self.pad_to_batch = pad_to_batch
+        self.pad_mask_value = pad_mask_value
         self.epoch = 0
         self.resident = self._decide_resident(resident, resident_fraction)
 
@@ -485,15 +502,18 @@ class PackedLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _order(self, epoch: int) -> np.ndarray:
+    def _order(self, epoch: int, passes: int = 1) -> np.ndarray:
+        """`passes` orders of all rows, one after another; the first is the same for any `passes`."""
         if not self.shuffle:
-            return self.rows
+            return np.tile(self.rows, passes)
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, epoch])))
-        return self.rows[rng.permutation(len(self.rows))]
+        return np.concatenate([self.rows[rng.permutation(len(self.rows))] for _ in range(passes)])
 
     def _geometry(self) -> tuple[int, int]:
         """(samples this rank takes from the strided shard, number of batches); equal counts on all ranks."""
         n, w, b = len(self.rows), self.world_size, self.batch_size
+        if self.num_batches is not None:
+            return self.num_batches * b, self.num_batches
         if self.drop_last:
             nb = (n // w) // b
             return nb * b, nb
@@ -502,8 +522,9 @@ class PackedLoader:
 
     def epoch_batches(self, epoch: int | None = None) -> list[np.ndarray]:
         """This rank's batches of row indices for an epoch (the current one by default), before augmentation."""
-        order = self._order(self.epoch if epoch is None else epoch)
         take, nb = self._geometry()
+        passes = 1 if self.num_batches is None else -(-take * self.world_size // len(self.rows))
+        order = self._order(self.epoch if epoch is None else epoch, passes)
         if len(order) == 0:
             return [np.zeros(0, dtype=np.int64) for _ in range(nb)]
         if self.train and not self.drop_last:
@@ -544,7 +565,21 @@ class PackedLoader:
             x, m = augment_batch(images, masks, cfg, generator=gen, dtype=self.dtype, channels_last=True)
         else:
             x, m = eval_batch(images, masks, cfg.out_size, cfg.mean, cfg.std, dtype=self.dtype, channels_last=True)
+            if self.pad_to_batch and x.shape[0] < self.batch_size:
+                x, m = self._pad(x, m)
         return {"images": x, "masks": m, "index": torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64))}
+
+    def _pad(self, x: torch.Tensor, m: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n, b = x.shape[0], self.batch_size
+        # Same dtype, device and (channels-last) strides as a full batch: a compiled model's guards hold.
+        px = torch.zeros((b, *x.shape[1:]), dtype=x.dtype, device=x.device).contiguous(
+            memory_format=torch.channels_last)
+        px[:n] = x
+        if m is None:
+            return px, None
+        pm = torch.full((b, *m.shape[1:]), self.pad_mask_value, dtype=m.dtype, device=m.device)
+        pm[:n] = m
+        return px, pm
 
     def __iter__(self) -> Iterator[dict]:
         batches = self.epoch_batches()
