@@ -27,6 +27,10 @@ from mixsweep.train.recipes import build_optimizer, build_scheduler
 IGNORE = 255
 
 
+def _split_names(manifest, split: str) -> list[str]:
+    return manifest.filter(pc.equal(manifest.column("split"), split)).column("name").to_pylist()
+
+
 def prepare_finetune_data(job: FinetuneJob) -> Path:
     """Build (or reuse) the Pet pack on the driver, before any worker starts."""
     manifest = read_manifest(job.data.manifest)
@@ -66,9 +70,10 @@ class FinetuneTask:
                 f"{world.world_size} workers")
         self.eval_loaders = {}
         for split in ("val", "test"):
-            names = manifest.filter(pc.equal(manifest.column("split"), split)).column("name").to_pylist()
-            self.eval_loaders[split] = PackedLoader(pack, per_worker, train=False,
-                                                    indices=pack.indices_for(names), **common)
+            # Padded to full batches: a last, smaller batch would make a compiled model recompile.
+            self.eval_loaders[split] = PackedLoader(pack, per_worker, train=False, pad_to_batch=True,
+                                                    pad_mask_value=IGNORE,
+                                                    indices=pack.indices_for(_split_names(manifest, split)), **common)
         self.world_batch = job.recipe.batch_size
         self.n_train = len(train_names)
 
@@ -85,8 +90,9 @@ class FinetuneTask:
     def _evaluate_split(self, model: nn.Module, split: str, world: World) -> dict[str, float]:
         metrics = SegMetrics(device=world.device)
         for batch in self.eval_loaders[split]:
-            if batch["images"].shape[0] == 0:
-                continue
+            if len(batch["index"]) == 0:
+                continue  # all padding
+            # Padded rows carry IGNORE masks: they add nothing to the confusion matrix or the loss sum.
             logits = model(batch["images"]).float()
             loss_sum = F.cross_entropy(logits, batch["masks"], ignore_index=IGNORE, reduction="sum")
             metrics.update(logits, batch["masks"], loss_sum)
@@ -103,14 +109,15 @@ class FinetuneTask:
         from mixsweep.report.pictures import save_segmentations
 
         batch = next(iter(self.eval_loaders["test"]), None)
-        if batch is None or batch["images"].shape[0] == 0:
+        k = 0 if batch is None else min(8, len(batch["index"]))  # real rows only, not the padding
+        if k == 0:
             return []
         model.eval()
         with torch.no_grad():
-            logits = model(batch["images"][:8])
+            logits = model(batch["images"][:k])
         aug = self.train_loader.augment
         out_dir.mkdir(parents=True, exist_ok=True)
-        return [save_segmentations(out_dir / f"segmentations_{tag}.png", batch["images"][:8], batch["masks"][:8],
+        return [save_segmentations(out_dir / f"segmentations_{tag}.png", batch["images"][:k], batch["masks"][:k],
                                    logits.argmax(1), aug.mean, aug.std)]
 
 

@@ -14,7 +14,7 @@ from mixsweep.data.packed import PackedLoader, PackedSet, build_pack
 from mixsweep.errors import MixsweepError
 from mixsweep.models.mae import build_mae, load_mae_checkpoint
 from mixsweep.train.config import PretrainJob
-from mixsweep.train.loop import World, worker_batch_size, all_reduce_sum, epoch_generator, fit
+from mixsweep.train.loop import World, all_reduce_sum, epoch_generator, fit, unwrap, worker_batch_size
 from mixsweep.train.recipes import build_optimizer, build_scheduler
 
 VAL_NOISE_SEED = 20_231  # validation masks are the same every epoch, so val loss curves are comparable
@@ -57,8 +57,9 @@ class PretrainTask:
             raise MixsweepError(
                 f"{job.data.mixture}: {len(self.train_loader.rows)} usable training images cannot fill one batch "
                 f"of {per_worker} on each of {world.world_size} workers")
+        # Padded to full batches: a last, smaller batch would make a compiled model recompile.
         self.val_loader = PackedLoader(pack, per_worker, train=False, indices=_rows(pack, mix, "val"),
-                                       **common)
+                                       pad_to_batch=True, **common)
         self.world_batch = job.recipe.batch_size
 
     def build_optimizer(self, model: nn.Module, world: World):
@@ -77,12 +78,17 @@ class PretrainTask:
         gen = epoch_generator(VAL_NOISE_SEED, 0, world.rank, world.device, stream=3)
         totals = torch.zeros(2, device=world.device, dtype=torch.float64)
         for batch in self.val_loader:
-            imgs = batch["images"]
-            if imgs.shape[0] == 0:
-                continue
-            loss, _, _ = model(imgs, mask_ratio=self.recipe.mask_ratio, noise=self._noise(imgs, gen))
-            totals[0] += loss.double() * imgs.shape[0]
-            totals[1] += imgs.shape[0]
+            imgs, n = batch["images"], len(batch["index"])
+            if n == 0:
+                continue  # all padding
+            # The real rows draw the noise they would unpadded; padded rows get zeros.
+            noise = self._noise(imgs[:n], gen)
+            noise = torch.cat([noise, noise.new_zeros(imgs.shape[0] - n, noise.shape[1])])
+            loss, pred, mask = model(imgs, mask_ratio=self.recipe.mask_ratio, noise=noise)
+            if n < imgs.shape[0]:  # the batch mean counted the padding: the real rows' mean, outside the graph
+                loss = unwrap(model).forward_loss(imgs[:n], pred[:n], mask[:n])
+            totals[0] += loss.double() * n
+            totals[1] += n
         totals = all_reduce_sum(totals).cpu()
         return {"val_loss": float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")}
 
@@ -90,9 +96,10 @@ class PretrainTask:
         from mixsweep.report.pictures import save_reconstructions
 
         batch = next(iter(self.val_loader), None)
-        if batch is None or batch["images"].shape[0] == 0:
+        k = 0 if batch is None else min(8, len(batch["index"]))  # real rows only, not the padding
+        if k == 0:
             return []
-        imgs = batch["images"][:8]
+        imgs = batch["images"][:k]
         gen = epoch_generator(VAL_NOISE_SEED, 0, 0, imgs.device, stream=4)
         model.eval()
         with torch.no_grad():

@@ -1,0 +1,94 @@
+"""Fine-tuning that compares fairly: evaluation in full (padded) batches, on the synthetic Pet set (tens of
+train images, about a dozen val/test)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import finetune_config, pretrain_config
+from mixsweep.train.config import parse_job
+from mixsweep.train.finetune import IGNORE, FinetuneTask, prepare_finetune_data
+from mixsweep.train.loop import local_world
+from mixsweep.train.metrics import SegMetrics
+
+BATCH = 8
+
+
+def _task(train_inputs, tmp_path, model="scratch", init=None, fraction=1.0, **recipe) -> FinetuneTask:
+    cfg = finetune_config(train_inputs, tmp_path, "t", model=model, init=init)
+    cfg["data"]["finetune_fraction"] = fraction
+    cfg["recipe"].update(recipe)
+    job = parse_job(cfg)
+    return FinetuneTask(job, prepare_finetune_data(job), local_world(tmp_path / f"w-{model}-{fraction}"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluation in full batches
+
+
+class PixelModel(nn.Module):
+    """Per-pixel logits from the pixel's own channels: exactly batch-independent, unlike a conv or matmul,
+    so padded and unpadded runs can be compared bit for bit."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([[1.0, -0.5, 0.2], [0.3, 0.8, -1.0], [-0.7, 0.1, 0.9]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.w[None, :, :, None, None] * x[:, None]).sum(2)  # (N, K, H, W)
+
+
+def test_padded_eval_gives_the_unpadded_metrics(train_inputs, tmp_path):
+    from mixsweep.data.packed import PackedLoader
+
+    task = _task(train_inputs, tmp_path)
+    world = local_world(tmp_path / "eval")
+    model = PixelModel()
+
+    def totals(loader) -> tuple[SegMetrics, list[int]]:
+        m, sizes = SegMetrics(), []
+        for batch in loader:
+            sizes.append(batch["images"].shape[0])
+            if len(batch["index"]):
+                logits = model(batch["images"])
+                m.update(logits, batch["masks"], F.cross_entropy(logits, batch["masks"], ignore_index=IGNORE,
+                                                                 reduction="sum"))
+        return m, sizes
+
+    out = task.evaluate(model, world, final=True)
+    for split in ("val", "test"):
+        padded = task.eval_loaders[split]
+        plain = PackedLoader(padded.pack, padded.batch_size, train=False, augment=padded.augment,
+                             indices=padded.rows)
+        n = len(padded.rows)
+        m_p, sizes_p = totals(padded)
+        m_u, sizes_u = totals(plain)
+        assert n % BATCH and sizes_u[-1] == n % BATCH  # the unpadded last batch is smaller ...
+        assert sizes_p == [BATCH] * len(sizes_u)  # ... the padded one is not
+        assert torch.equal(m_p.cm, m_u.cm) and torch.equal(m_p.loss_sum, m_u.loss_sum)
+        assert m_p.cm.sum() == n * 64 * 64  # the padding counted nowhere
+        # The task's own evaluation (padded loaders) reports the unpadded figures.
+        assert out == {**out, **{f"{split}_{k}": v for k, v in m_u.compute().items()}}
+
+
+def test_pretrain_validation_in_padded_batches_keeps_its_loss(train_inputs, tmp_path):
+    from mixsweep.data.packed import PackedLoader
+    from mixsweep.train.pretrain import PretrainTask, prepare_pretrain_data
+
+    job = parse_job(pretrain_config(train_inputs, tmp_path, "pt"))
+    world = local_world(tmp_path / "pt")
+    task = PretrainTask(job, prepare_pretrain_data(job), world)
+    padded = task.val_loader
+    sizes = [b["images"].shape[0] for b in padded]
+    n_val = len(padded.rows)
+    assert n_val % BATCH and sizes == [BATCH] * len(sizes)  # a last, partial batch, padded
+    task.model.eval()
+    with torch.no_grad():
+        loss_padded = task.evaluate(task.model, world, final=False)["val_loss"]
+        task.val_loader = PackedLoader(padded.pack, BATCH, train=False, augment=padded.augment, indices=padded.rows)
+        loss_plain = task.evaluate(task.model, world, final=False)["val_loss"]
+    # Same rows, same masks; only the batch size of a matmul differs, so the floats agree to rounding.
+    assert loss_padded == pytest.approx(loss_plain, rel=1e-6)
