@@ -1,5 +1,5 @@
-"""Fine-tuning that compares fairly: evaluation in full (padded) batches, on the synthetic Pet set (tens of
-train images, about a dozen val/test)."""
+"""Fine-tuning that compares fairly: layer decay per model and evaluation in full (padded) batches, on the
+synthetic Pet set (tens of train images, about a dozen val/test)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import finetune_config, pretrain_config
+from mixsweep.models.mae import get_preset
 from mixsweep.train.config import parse_job
 from mixsweep.train.finetune import IGNORE, FinetuneTask, prepare_finetune_data
 from mixsweep.train.loop import local_world
@@ -17,12 +18,50 @@ from mixsweep.train.metrics import SegMetrics
 BATCH = 8
 
 
+@pytest.fixture(scope="module")
+def random_mae(tmp_path_factory):
+    """A random tiny MAE in the official file format: enough for model 'mae' where the weights do not matter."""
+    from mixsweep.models.mae import build_mae
+
+    path = tmp_path_factory.mktemp("mae") / "mae_tiny.pth"
+    torch.save({"model": build_mae("tiny").state_dict()}, path)
+    return path
+
+
 def _task(train_inputs, tmp_path, model="scratch", init=None, fraction=1.0, **recipe) -> FinetuneTask:
     cfg = finetune_config(train_inputs, tmp_path, "t", model=model, init=init)
     cfg["data"]["finetune_fraction"] = fraction
     cfg["recipe"].update(recipe)
     job = parse_job(cfg)
     return FinetuneTask(job, prepare_finetune_data(job), local_world(tmp_path / f"w-{model}-{fraction}"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layer decay: for the pre-trained encoder, not for the random-init baseline
+
+
+def _scales(task: FinetuneTask, tmp_path) -> dict[str, float]:
+    opt, _ = task.build_optimizer(task.model, local_world(tmp_path / "opt"))
+    return {n: g["lr_scale"] for g in opt.param_groups for n in g["param_names"]}
+
+
+def test_scratch_baseline_gets_no_layer_decay_by_default(train_inputs, random_mae, tmp_path):
+    scratch = _scales(_task(train_inputs, tmp_path, "scratch"), tmp_path)
+    assert set(scratch.values()) == {1.0}
+    mae = _scales(_task(train_inputs, tmp_path, "mae", init=random_mae), tmp_path)
+    depth = get_preset("tiny").depth
+    assert mae["mae.patch_embed.proj.weight"] == pytest.approx(0.75 ** (depth + 1))
+    assert mae["head.weight"] == 1.0
+
+
+def test_baseline_layer_decay_override_takes_effect(train_inputs, random_mae, tmp_path):
+    scratch = _scales(_task(train_inputs, tmp_path, "scratch", baseline_layer_decay=0.5), tmp_path)
+    mae = _scales(_task(train_inputs, tmp_path, "mae", init=random_mae, baseline_layer_decay=0.5), tmp_path)
+    assert scratch["mae.patch_embed.proj.weight"] < 1.0 and scratch["head.weight"] == 1.0
+    assert scratch["mae.patch_embed.proj.weight"] == pytest.approx(
+        0.5 * scratch["mae.blocks.0.attn.qkv.weight"])
+    assert mae["mae.patch_embed.proj.weight"] == pytest.approx(
+        0.75 * mae["mae.blocks.0.attn.qkv.weight"])  # the MAE keeps its own layer_decay
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -77,6 +77,14 @@ def test_defaults_follow_the_paper():
                                                                                                0.75, 5, 0.05)
     assert f.lr() == pytest.approx(2e-3)
     assert f.lr(world_batch=128) == pytest.approx(5e-4)
+    assert f.baseline_layer_decay == 1.0  # not the paper's: the random-init baseline gets no layer decay
+
+
+def test_layer_decay_per_finetune_model():
+    f = FinetuneRecipe()
+    assert (f.layer_decay_for("mae"), f.layer_decay_for("scratch"), f.layer_decay_for("resnet50")) == (0.75, 1.0, 1.0)
+    g = FinetuneRecipe(layer_decay=0.6, baseline_layer_decay=0.9)
+    assert (g.layer_decay_for("mae"), g.layer_decay_for("scratch"), g.layer_decay_for("resnet50")) == (0.6, 0.9, 1.0)
 
 
 @pytest.mark.parametrize("cls,field,value", [
@@ -92,6 +100,7 @@ def test_defaults_follow_the_paper():
     (PretrainRecipe, "clip_grad", 0.0),
     (FinetuneRecipe, "layer_decay", 1.5),
     (FinetuneRecipe, "layer_decay", -0.1),
+    (FinetuneRecipe, "baseline_layer_decay", 1.5),
     (FinetuneRecipe, "hflip", 2.0),
     (FinetuneRecipe, "label_smoothing", 1.0),
     (FinetuneRecipe, "warmup_epochs", -1),
@@ -177,6 +186,16 @@ def test_build_optimizer_finetune_cpu():
     assert g["head.weight"]["lr"] == pytest.approx(1e-3)
     assert g["blocks.0.fc.weight"]["lr"] == pytest.approx(1e-3 * 0.75 ** 2)
     assert g["cls_token"]["weight_decay"] == 0.0
+
+
+def test_build_optimizer_layer_decay_argument_overrides_the_recipe():
+    m = TinyViT(depth=2)
+    none = build_optimizer(m, FinetuneRecipe(), world_batch=256, device="cpu", layer_id_fn=fake_layer_id,
+                           layer_decay=1.0)
+    assert {gr["lr_scale"] for gr in none.param_groups} == {1.0}
+    half = build_optimizer(m, FinetuneRecipe(), world_batch=256, device="cpu", layer_id_fn=fake_layer_id,
+                           layer_decay=0.5)
+    assert by_name(half.param_groups)["blocks.0.fc.weight"]["lr_scale"] == pytest.approx(0.5 ** 2)
 
 
 def test_build_optimizer_pretrain_has_no_layer_decay():

@@ -79,7 +79,8 @@ class FinetuneTask:
 
     def build_optimizer(self, model: nn.Module, world: World):
         layers = get_preset(self.job.preset).depth if self.job.model != "resnet50" else 0
-        opt = build_optimizer(model, self.recipe, self.world_batch, world.device, layer_decay_layers=layers)
+        opt = build_optimizer(model, self.recipe, self.world_batch, world.device, layer_decay_layers=layers,
+                              layer_decay=self.recipe.layer_decay_for(self.job.model))
         return opt, build_scheduler(opt, self.recipe, len(self.train_loader) // self.accum_iter, self.world_batch)
 
     def loss(self, model: nn.Module, batch: dict, gen: torch.Generator) -> torch.Tensor:

@@ -89,7 +89,11 @@ class PretrainRecipe(_Recipe):
 
 
 class FinetuneRecipe(_Recipe):
-    """Segmentation fine-tuning (the paper's: batch 512, blr 1e-3, layer decay 0.75, 5 + 100 epochs)."""
+    """Segmentation fine-tuning (the paper's: batch 512, blr 1e-3, layer decay 0.75, 5 + 100 epochs).
+
+    layer_decay is for a pre-trained encoder (model mae); baseline_layer_decay for the randomly initialised
+    MAE (model scratch): shrinking a random patch embedding's lr only slows it down. ResNet-50 has none.
+    """
 
     epochs: int = Field(default=100, gt=0)
     batch_size: int = Field(default=512, gt=0)
@@ -99,10 +103,16 @@ class FinetuneRecipe(_Recipe):
     weight_decay: float = Field(default=0.05, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     layer_decay: float = Field(default=0.75, ge=0, le=1)
+    baseline_layer_decay: float = Field(default=1.0, ge=0, le=1)
     crop_scale: tuple[float, float] = (0.5, 1.0)
     hflip: float = Field(default=0.5, ge=0, le=1)
     vflip: float = Field(default=0.5, ge=0, le=1)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+
+    def layer_decay_for(self, model: str) -> float:
+        """The layer decay a fine-tune of `model` (FinetuneJob.model) gets: mae layer_decay, scratch
+        baseline_layer_decay, anything else (resnet50: no ViT blocks) 1."""
+        return {"mae": self.layer_decay, "scratch": self.baseline_layer_decay}.get(model, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -195,16 +205,19 @@ def build_optimizer(
     layer_decay_layers: int | None = None,
     layer_id_fn: Callable[[str, int], int] | None = None,
     fused: bool | None = None,
+    layer_decay: float | None = None,
 ) -> torch.optim.AdamW:
     """AdamW over `param_groups` at lr = recipe.lr(world_batch) * each group's lr_scale.
 
-    Layer decay applies for a FinetuneRecipe with layer_decay < 1 and an encoder of `layer_decay_layers`
-    blocks (inferred from the model when None; no blocks, e.g. ResNet-50, means no layer decay).
+    Layer decay applies for a decay < 1 (`layer_decay`, default a FinetuneRecipe's `layer_decay`; see
+    FinetuneRecipe.layer_decay_for) and an encoder of `layer_decay_layers` blocks (inferred from the model
+    when None; no blocks, e.g. ResNet-50, means no layer decay).
     No weight decay on DEFAULT_NO_WEIGHT_DECAY and on the model's own `no_weight_decay()` names.
     `fused` None picks by device (adamw_kwargs).
     """
     lr = recipe.lr(world_batch)
-    layer_decay = getattr(recipe, "layer_decay", None)
+    if layer_decay is None:
+        layer_decay = getattr(recipe, "layer_decay", None)
     num_layers = None
     if layer_decay is not None and layer_decay < 1:
         num_layers = infer_num_layers(model) if layer_decay_layers is None else layer_decay_layers
