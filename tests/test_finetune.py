@@ -1,7 +1,9 @@
-"""Fine-tuning that compares fairly: layer decay per model and evaluation in full (padded) batches, on the
-synthetic Pet set (tens of train images, about a dozen val/test)."""
+"""Fine-tuning recipes that compare fairly: the schedule across fine-tune sizes, layer decay per model, and
+evaluation in full (padded) batches, on the synthetic Pet set (tens of train images, about a dozen val/test)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -12,8 +14,9 @@ from conftest import finetune_config, pretrain_config
 from mixsweep.models.mae import get_preset
 from mixsweep.train.config import parse_job
 from mixsweep.train.finetune import IGNORE, FinetuneTask, prepare_finetune_data
-from mixsweep.train.loop import local_world
+from mixsweep.train.loop import load_state, local_world, read_metrics
 from mixsweep.train.metrics import SegMetrics
+from mixsweep.train.ray_jobs import run_local
 
 BATCH = 8
 
@@ -34,6 +37,68 @@ def _task(train_inputs, tmp_path, model="scratch", init=None, fraction=1.0, **re
     cfg["recipe"].update(recipe)
     job = parse_job(cfg)
     return FinetuneTask(job, prepare_finetune_data(job), local_world(tmp_path / f"w-{model}-{fraction}"))
+
+
+def _schedule(task: FinetuneTask, tmp_path) -> dict:
+    opt, sched = task.build_optimizer(task.model, local_world(tmp_path / "opt"))
+    fn = sched.lr_lambdas[0]
+    batches = list(task.train_loader)
+    assert all(len(b["index"]) == task.train_loader.batch_size for b in batches)  # full batches only
+    return {"per_epoch": len(task.train_loader), "yielded": len(batches), "total": fn.total_steps,
+            "warmup": fn.warmup_steps}
+
+
+def _per_epoch(n: int) -> dict:
+    """One pass over n images at batch BATCH, 3 epochs, 1 warm-up epoch (the tests' recipe)."""
+    return {"per_epoch": n // BATCH, "yielded": n // BATCH, "total": 3 * (n // BATCH), "warmup": n // BATCH}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Schedule
+
+
+def test_fixed_steps_gives_every_finetune_size_the_same_steps(train_inputs, tmp_path):
+    got, n = {}, {}
+    for s in ("fixed_steps", "fixed_epochs"):
+        for f in (0.25, 1.0):
+            task = _task(train_inputs, tmp_path, fraction=f, schedule=s, epochs=3, warmup_epochs=1)
+            got[s, f], n[f] = _schedule(task, tmp_path), len(task.train_loader.rows)
+    assert n[0.25] // BATCH < n[1.0] // BATCH  # the sizes differ in steps per pass
+    assert got["fixed_steps", 0.25] == got["fixed_steps", 1.0] == _per_epoch(n[1.0])
+    assert got["fixed_epochs", 0.25] == _per_epoch(n[0.25])  # fewer steps, a shorter warm-up
+    assert got["fixed_epochs", 1.0] == _per_epoch(n[1.0])  # at the full size the two schedules agree
+
+
+def test_fixed_steps_is_the_default_and_cycles_a_subset(train_inputs, tmp_path):
+    full = len(_task(train_inputs, tmp_path).train_loader.rows)
+    task = _task(train_inputs, tmp_path, fraction=0.25)
+    assert task.recipe.schedule == "fixed_steps" and len(task.train_loader.rows) < full // 2
+    rows = torch.cat([b["index"] for b in task.train_loader])
+    assert len(rows) == (full // BATCH) * BATCH and set(rows.tolist()) == set(task.train_loader.rows.tolist())
+
+
+def test_fixed_steps_run_records_its_schedule_and_resumes_exactly(train_inputs, tmp_path):
+    def cfg(name, **run):
+        c = finetune_config(train_inputs, tmp_path, name, model="scratch", **run)
+        c["data"]["finetune_fraction"] = 0.25
+        c["recipe"].update(epochs=2)
+        return parse_job(c)
+
+    straight = run_local(cfg("straight"))
+    job = cfg("killed", fail_after_epoch=0)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run_local(job)
+    run_local(job)
+    per_epoch = len(_task(train_inputs, tmp_path).train_loader)  # the full split's
+    steps = [m["step"] for m in read_metrics(tmp_path / "killed")]
+    assert steps == [m["step"] for m in read_metrics(tmp_path / "straight")] == [per_epoch, 2 * per_epoch]
+    ckpts = [sorted((tmp_path / n / "checkpoints").glob("checkpoint_epoch*"))[-1] for n in ("straight", "killed")]
+    a, b = (load_state(c)["model"] for c in ckpts)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    meta = json.loads((ckpts[0] / "meta.json").read_text())
+    assert meta["finetune_schedule"] == "fixed_steps" and meta["steps_per_epoch"] == per_epoch
+    assert meta["total_steps"] == meta["step"] == straight["metrics"]["step"] == 2 * per_epoch
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -62,6 +127,30 @@ def test_baseline_layer_decay_override_takes_effect(train_inputs, random_mae, tm
         0.5 * scratch["mae.blocks.0.attn.qkv.weight"])
     assert mae["mae.patch_embed.proj.weight"] == pytest.approx(
         0.75 * mae["mae.blocks.0.attn.qkv.weight"])  # the MAE keeps its own layer_decay
+
+
+@pytest.mark.filterwarnings("ignore:.*unreadable image")
+def test_spec_finetune_recipe_reaches_every_finetune_job(tmp_path):
+    import yaml
+
+    from mixsweep.spec import load_spec
+    from mixsweep.sweep.plan import build_plan
+    from mixsweep.sweep.store import Store
+
+    spec = {"name": "ld", "grid": {"animal_fractions": [0.5], "finetune_fractions": [0.5, 1.0], "seeds": [0]},
+            "baselines": ["supervised_mae"], "data": {"synth": {"scale": "small"}}, "preset": "tiny",
+            "mixture": {"pack_size": 64}, "storage": str(tmp_path / "store"), "wandb": {"mode": "offline"},
+            "finetune": {"baseline_layer_decay": 0.6, "schedule": "fixed_epochs"}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    plan = build_plan(load_spec(path), Store(tmp_path / "store"))
+    ft = [s for s in plan.stages if s.kind == "finetune"]
+    assert len(ft) == 4
+    for s in ft:
+        job = parse_job({**s.job, "run": {"name": "x"}})
+        assert job.recipe.baseline_layer_decay == 0.6 and job.recipe.layer_decay == 0.75
+        assert s.row()["finetune_schedule"] == "fixed_epochs"
+    assert {s.row()["finetune_schedule"] for s in plan.stages if s.kind == "pretrain"} == {""}
 
 
 # ---------------------------------------------------------------------------------------------------------

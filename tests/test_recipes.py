@@ -77,7 +77,8 @@ def test_defaults_follow_the_paper():
                                                                                                0.75, 5, 0.05)
     assert f.lr() == pytest.approx(2e-3)
     assert f.lr(world_batch=128) == pytest.approx(5e-4)
-    assert f.baseline_layer_decay == 1.0  # not the paper's: the random-init baseline gets no layer decay
+    # Not the paper's: every fine-tune size gets the same steps; the random-init baseline no layer decay.
+    assert (f.schedule, f.baseline_layer_decay) == ("fixed_steps", 1.0)
 
 
 def test_layer_decay_per_finetune_model():
@@ -101,6 +102,7 @@ def test_layer_decay_per_finetune_model():
     (FinetuneRecipe, "layer_decay", 1.5),
     (FinetuneRecipe, "layer_decay", -0.1),
     (FinetuneRecipe, "baseline_layer_decay", 1.5),
+    (FinetuneRecipe, "schedule", "fixed_images"),
     (FinetuneRecipe, "hflip", 2.0),
     (FinetuneRecipe, "label_smoothing", 1.0),
     (FinetuneRecipe, "warmup_epochs", -1),

@@ -24,7 +24,8 @@ from mixsweep.sweep.store import Store
 from mixsweep.tables import write_table
 
 # Bump when a change to the training code changes results: every key changes, everything reruns.
-CODE_VERSION = "1"
+# 2: fine-tune recipe.schedule (fixed_steps by default), scratch baseline without layer decay, padded eval.
+CODE_VERSION = "2"
 
 # Seconds per image of one train step on one H200 at ViT-B/16 (FACTS.md: reference MAE bf16 eager 3,460 img/s;
 # full-token ViT-B step 2,559 img/s; ResNet-50 4,646 img/s). Other presets scale by FLOPs per image.
@@ -63,7 +64,9 @@ class Stage:
         return {"key": self.key, "kind": self.kind, "method": self.method, "parent_key": self.parent or "",
                 "animal_fraction": nan if self.animal_fraction is None else self.animal_fraction,
                 "finetune_fraction": nan if self.finetune_fraction is None else self.finetune_fraction,
-                "seed": self.seed, "preset": self.job["preset"], "epochs": self.epochs}
+                "seed": self.seed, "preset": self.job["preset"], "epochs": self.epochs,
+                # What a fine-tune "epoch" meant (FinetuneRecipe.schedule); "" for a pre-training.
+                "finetune_schedule": self.job["recipe"]["schedule"] if self.kind == "finetune" else ""}
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,11 @@ def prepare_finetune_data(job: FinetuneJob) -> Path:
 
 
 class FinetuneTask:
-    """Cross-entropy segmentation on a nested fine-tune subset of the Pet train split."""
+    """Cross-entropy segmentation on a nested fine-tune subset of the Pet train split.
+
+    Steps per epoch follow recipe.schedule (FinetuneRecipe): fixed_steps gives every subset the optimizer
+    steps of one epoch over the full train split, fixed_epochs one pass over the subset.
+    """
 
     def __init__(self, job: FinetuneJob, pack_path: Path | str, world: World):
         self.job, self.recipe = job, job.recipe
@@ -61,13 +66,25 @@ class FinetuneTask:
                             vflip=job.recipe.vflip)
         common = dict(augment=aug, rank=world.rank, world_size=world.world_size, device=world.device,
                       seed=job.seed)
-        self.train_loader = PackedLoader(pack, per_worker, train=True,
-                                         indices=pack.indices_for(train_names.to_pylist()), **common)
+        train_idx = pack.indices_for(train_names.to_pylist())
+        self.schedule = job.recipe.schedule
+        num_batches = None
+        if self.schedule == "fixed_steps":
+            if not np.isin(train_idx, pack.valid_indices).any():
+                raise MixsweepError(f"{job.data.manifest}: the fine-tune subset (fraction "
+                                    f"{job.data.finetune_fraction:g}) has no usable image")
+            # The full split's usable rows, counted as a fraction-1.0 loader would.
+            full = pack.indices_for(_split_names(manifest, "train"))
+            n_full = int(np.isin(full, pack.valid_indices).sum())
+            num_batches = max(1, n_full // job.recipe.batch_size) * self.accum_iter
+        self.train_loader = PackedLoader(pack, per_worker, train=True, indices=train_idx, num_batches=num_batches,
+                                         **common)
         if len(self.train_loader) // self.accum_iter == 0:
             raise MixsweepError(
                 f"{job.data.manifest}: the fine-tune subset ({len(train_names)} images at fraction "
                 f"{job.data.finetune_fraction:g}) cannot fill one batch of {per_worker} on each of "
-                f"{world.world_size} workers")
+                f"{world.world_size} workers (recipe.schedule: fixed_steps cycles a small subset)")
+        self.steps_per_epoch = len(self.train_loader) // self.accum_iter
         self.eval_loaders = {}
         for split in ("val", "test"):
             # Padded to full batches: a last, smaller batch would make a compiled model recompile.
@@ -81,7 +98,7 @@ class FinetuneTask:
         layers = get_preset(self.job.preset).depth if self.job.model != "resnet50" else 0
         opt = build_optimizer(model, self.recipe, self.world_batch, world.device, layer_decay_layers=layers,
                               layer_decay=self.recipe.layer_decay_for(self.job.model))
-        return opt, build_scheduler(opt, self.recipe, len(self.train_loader) // self.accum_iter, self.world_batch)
+        return opt, build_scheduler(opt, self.recipe, self.steps_per_epoch, self.world_batch)
 
     def loss(self, model: nn.Module, batch: dict, gen: torch.Generator) -> torch.Tensor:
         logits = model(batch["images"])
@@ -128,6 +145,7 @@ def run_finetune(job: FinetuneJob, pack_path: Path | str, world: World) -> dict:
     task = FinetuneTask(job, pack_path, world)
     meta = {"kind": "finetune", "model": job.model, "preset": job.preset, "seed": job.seed,
             "finetune_fraction": job.data.finetune_fraction, "n_train": task.n_train,
-            "job": job.model_dump(mode="json")}
+            "finetune_schedule": task.schedule, "steps_per_epoch": task.steps_per_epoch,
+            "total_steps": task.steps_per_epoch * task.epochs, "job": job.model_dump(mode="json")}
     return fit(task, world, job.seed, job.run.checkpoint_every, job.run.pictures_every, job.run.fail_after_epoch,
                meta, job.run.compile)

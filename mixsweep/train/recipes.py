@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -91,6 +91,11 @@ class PretrainRecipe(_Recipe):
 class FinetuneRecipe(_Recipe):
     """Segmentation fine-tuning (the paper's: batch 512, blr 1e-3, layer decay 0.75, 5 + 100 epochs).
 
+    schedule: what an "epoch" means across fine-tune sizes.
+      - fixed_steps: an epoch of every size is as many optimizer steps as one epoch over the full train
+        split (floor(n_full / batch_size), at least 1), so warm-up and total steps do not shrink with the
+        subset; a subset is cycled through, a fresh permutation per pass. Size then varies the data only.
+      - fixed_epochs: one pass over the subset per epoch; a small subset also gets fewer updates.
     layer_decay is for a pre-trained encoder (model mae); baseline_layer_decay for the randomly initialised
     MAE (model scratch): shrinking a random patch embedding's lr only slows it down. ResNet-50 has none.
     """
@@ -104,6 +109,7 @@ class FinetuneRecipe(_Recipe):
     betas: tuple[float, float] = (0.9, 0.999)
     layer_decay: float = Field(default=0.75, ge=0, le=1)
     baseline_layer_decay: float = Field(default=1.0, ge=0, le=1)
+    schedule: Literal["fixed_steps", "fixed_epochs"] = "fixed_steps"
     crop_scale: tuple[float, float] = (0.5, 1.0)
     hflip: float = Field(default=0.5, ge=0, le=1)
     vflip: float = Field(default=0.5, ge=0, le=1)
