@@ -60,6 +60,7 @@ class World:
     report: Callable[[dict, Path | None], None]  # (metrics, checkpoint dir or None); called on every rank
     resume_from: Path | None = None  # a checkpoint directory holding STATE_FILE
     wrap_model: Callable[[nn.Module], nn.Module] = field(default=lambda m: m)
+    loop_seconds: float = 0.0  # wall time spent inside `fit` (a sweep's overhead is a stage's wall minus this)
 
     @property
     def is_main(self) -> bool:
@@ -174,6 +175,7 @@ def fit(task: Task, world: World, seed: int, checkpoint_every: int = 1, pictures
         fail_after_epoch: int | None = None, meta: dict | None = None, compile_model: bool | None = None) -> dict:
     """Train `task` to its last epoch, resuming from `world.resume_from`; returns the last epoch's metrics.
     `compile_model` None compiles on CUDA only (on a CPU, compile time outweighs the gain for short runs)."""
+    t_fit = time.perf_counter()
     device = world.device
     if compile_model is None:
         compile_model = device.type == "cuda"
@@ -249,6 +251,7 @@ def fit(task: Task, world: World, seed: int, checkpoint_every: int = 1, pictures
         last = metrics
         if fail_after_epoch is not None and epoch == fail_after_epoch and world.resume_from is None:
             raise RuntimeError(f"injected failure after epoch {epoch} (run.fail_after_epoch)")
+    world.loop_seconds += time.perf_counter() - t_fit
     return last
 
 
