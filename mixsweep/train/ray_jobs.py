@@ -1,7 +1,12 @@
-"""Run a training job as a Ray Train V2 `TorchTrainer`, or in this process without Ray.
+"""Run a training job as a Ray Train V2 `TorchTrainer`, inside a Ray Tune trial, or in this process without Ray.
 
 Ray is imported only inside functions here: the training code itself (loop, pretrain, finetune) never
 imports it, so the same jobs run on a GPU host with no Ray installed (`run_local`).
+
+A sweep stage with one CPU worker trains inside its Tune trial (`run_in_trial`): a TorchTrainer would start a
+controller and a worker group (tens of seconds here) to run the same loop in one other process. Stages with
+several workers or a GPU keep the TorchTrainer (`run_with_ray`). Both paths run the same `fit`, write the same
+checkpoint folders under storage/name and resume from the newest complete one.
 
 Before launching: the config is already validated, the data pack is built on the driver (workers only
 open it), and the requested resources are checked against the cluster, because Ray waits forever on a
@@ -152,8 +157,10 @@ def resume_checkpoint(storage: str, name: str, registered, rank: int) -> Path | 
                     and i.base_name.startswith("checkpoint_") and i.base_name > after), reverse=True)
     candidates = [ray.train.Checkpoint(p, filesystem=fs) for p in newer] + ([registered] if registered else [])
     for checkpoint in candidates:
-        # A local copy per rank: ranks on one node would otherwise share (and race on) one default folder.
-        local = Path(checkpoint.to_directory(tempfile.mkdtemp(prefix=f"mixsweep-resume-r{rank}-")))
+        if isinstance(fs, pafs.LocalFileSystem):
+            local = Path(checkpoint.path)  # read in place: only read, and no copy left behind in /tmp
+        else:  # a local copy per rank: ranks on one node would otherwise share (and race on) one default folder
+            local = Path(checkpoint.to_directory(tempfile.mkdtemp(prefix=f"mixsweep-resume-r{rank}-")))
         if checkpoint is registered:
             return local
         try:
@@ -193,6 +200,81 @@ def ray_world(run_dir: Path, device_pref: str, storage: str, name: str) -> World
                  resume_from=resume_from, wrap_model=wrap)
 
 
+# --- one CPU worker inside a Tune trial -------------------------------------------------------------------
+
+def runs_in_trial(scaling: ScalingSettings) -> bool:
+    """A stage this small trains in its Tune trial's own process: one worker, no GPU."""
+    return scaling.num_workers == 1 and not scaling.use_gpu
+
+
+def save_checkpoint_to_storage(storage: str, name: str, folder: Path, keep: int = 2) -> str:
+    """Copy a checkpoint folder to storage/name/checkpoint_<time> (Ray Train's naming, so names sort by age and
+    `resume_checkpoint` finds it); keep the newest `keep`. Local storage gets it whole or not at all (a rename);
+    on object storage a cut-short upload fails `load_state` and is skipped on resume."""
+    import datetime
+
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(storage if "://" in storage else str(Path(storage).resolve()))
+    base = f"{root}/{name}"
+    dest = f"{base}/checkpoint_{datetime.datetime.now().strftime('%Y-%m-%d_%H-%M-%S.%f')}"
+    if isinstance(fs, pafs.LocalFileSystem):
+        import shutil
+
+        Path(base).mkdir(parents=True, exist_ok=True)
+        tmp = Path(base) / f".{Path(dest).name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(folder, tmp)
+        os.replace(tmp, dest)
+    else:
+        fs.create_dir(dest, recursive=True)
+        pafs.copy_files(str(folder), dest, destination_filesystem=fs)
+    infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    names = sorted(i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+    for old in names[:-keep]:
+        fs.delete_dir(old)
+    return dest
+
+
+def trial_world(run_dir: Path, device_pref: str, storage: str, name: str) -> World:
+    """The World of a stage trained inside its Tune trial: rank 0 of 1, metrics to Tune and metrics.jsonl,
+    checkpoints to storage/name, resumed from the newest complete one there (left by an earlier attempt of
+    this trial, or by a `mixsweep run` that was killed)."""
+    import ray.tune
+
+    if device_pref == "cuda":
+        raise MixsweepError("run.device: 'cuda' requested but the worker got no GPU (set scaling.use_gpu)")
+    resume_from = resume_checkpoint(storage, name, None, 0)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    truncate_metrics(run_dir, resume_from)
+    record_placement(run_dir, 0)
+
+    def report(metrics: dict, folder: Path | None) -> None:
+        append_metrics(run_dir, metrics)  # log first, as in the other worlds: a kill in between re-runs the epoch
+        if folder is not None:
+            save_checkpoint_to_storage(storage, name, folder)
+        ray.tune.report(metrics)
+
+    return World(rank=0, world_size=1, device=pick_device("cpu"), run_dir=run_dir, report=report,
+                 resume_from=resume_from)
+
+
+def run_in_trial(job: PretrainJob | FinetuneJob) -> dict:
+    """Train a one-CPU-worker job in this Tune trial (which holds the worker's resources); a rerun, or Tune's
+    retry after the process died, resumes from the newest complete checkpoint under storage/name."""
+    import torch
+
+    storage = storage_root(job)
+    pack = prepare_data(job)
+    run_dir = _artifact_dir(job, storage)
+    torch.set_num_threads(max(1, int(job.scaling.cpus_per_worker)))
+    world = trial_world(run_dir, job.run.device, storage, job.run.name)
+    metrics = run_job_in_world(job, pack, world)
+    final = resume_checkpoint(storage, job.run.name, None, 0)  # the newest (a local copy if storage is a URI)
+    return {"metrics": metrics, "checkpoint": str(final) if final else None, "run_dir": run_dir,
+            "loop_s": world.loop_seconds}
+
+
 def record_placement(run_dir: Path, rank: int) -> None:
     """workers/rank<r>.json: which node and process this rank runs in (the latest attempt wins)."""
     import socket
@@ -220,6 +302,22 @@ def train_loop_per_worker(config: dict) -> None:
     job = parse_job(config["job"], config["source"])
     world = ray_world(Path(config["run_dir"]), job.run.device, config["storage"], job.run.name)
     run_job_in_world(job, config["pack"], world)
+    if world.is_main:
+        write_loop_seconds(world.run_dir, world.loop_seconds)
+
+
+def write_loop_seconds(run_dir: Path, seconds: float) -> None:
+    """workers/loop.json: rank 0's time inside `fit` in the attempt that finished (a killed one writes none)."""
+    folder = Path(run_dir) / "workers"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".loop.json.tmp"
+    tmp.write_text(json.dumps({"loop_s": seconds}))
+    os.replace(tmp, folder / "loop.json")
+
+
+def read_loop_seconds(run_dir: Path | str) -> float | None:
+    path = Path(run_dir) / "workers" / "loop.json"
+    return float(json.loads(path.read_text())["loop_s"]) if path.is_file() else None
 
 
 def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", address: str | None = None,
@@ -238,6 +336,7 @@ def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", addre
         check_resources(job.scaling)
     s = job.scaling
     run_dir = _artifact_dir(job, storage)
+    (run_dir / "workers" / "loop.json").unlink(missing_ok=True)  # this launch's timing, not an earlier one's
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job.model_dump(mode="json"), "source": source, "pack": str(pack),
@@ -255,4 +354,4 @@ def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", addre
     )
     result = trainer.fit()
     return {"metrics": result.metrics, "checkpoint": result.checkpoint.path if result.checkpoint else None,
-            "run_dir": run_dir}
+            "run_dir": run_dir, "loop_s": read_loop_seconds(run_dir)}
