@@ -125,10 +125,11 @@ class Grid(_Strict):
 
 class SynthData(_Strict):
     """Synthetic look-alike data, written by `mixsweep.data.synth.write_synth` under
-    `<storage>/data/synth-<scale>-<seed>` on first use."""
+    `<storage>/data/synth-<world>-<scale>-<seed>` on first use."""
 
-    scale: Literal["small", "medium"] = "small"
+    scale: Literal["small", "demo", "medium"] = "small"
     seed: int = Field(0, ge=0)
+    world: Literal["planted", "null"] = "planted"  # README, "Two worlds with a known answer"
 
 
 _REAL_REQUIRED = ("coco_annotations", "coco_images", "pets_root")
@@ -223,7 +224,7 @@ class SweepSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
     grid: Grid
-    baselines: list[Literal["supervised_mae", "resnet50"]] = []
+    baselines: list[Literal["supervised_mae", "resnet50", "resnet18"]] = []
     data: DataRoots
     preset: str = "base"
     head: Literal["decoder", "linear"] = "decoder"

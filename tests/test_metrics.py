@@ -169,3 +169,16 @@ def test_all_reduce_gloo_two_processes(monkeypatch):
         assert out["pixels"] == 5
         assert out["loss"] == pytest.approx(2.0 / 5)
         assert out["iou_pet"] == pytest.approx(3 / 4)
+
+
+def test_trivial_answers_iou_equals_scoring_those_answers():
+    """iou_all_pet / iou_all_background are what a constant prediction would score on the same pixels."""
+    g = torch.Generator().manual_seed(3)
+    target = torch.randint(0, 3, (4, 16, 16), generator=g)
+    target[0, :2] = 255  # ignored pixels count in neither
+    m = metrics_from_confusion(confusion_matrix(torch.full_like(target, 1), target))
+    all_pet = metrics_from_confusion(confusion_matrix(torch.zeros_like(target), target))
+    all_bg = metrics_from_confusion(confusion_matrix(torch.ones_like(target), target))
+    assert m["iou_all_pet"] == pytest.approx(all_pet["iou_binary"])
+    assert m["iou_all_background"] == all_bg["iou_binary"] == 0.0
+    assert 0.2 < m["iou_all_pet"] < 0.45

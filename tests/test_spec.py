@@ -141,7 +141,7 @@ def test_relative_data_paths_resolve_against_the_spec(tmp_path):
     (MINIMAL.replace("[0.0, 1.0]", "[]"), "grid.animal_fractions: empty grid"),
     (MINIMAL.replace("seeds: [0]", "seeds: [-1]"), "grid.seeds: seed -1 is negative"),
     (MINIMAL + "preset: huge\n", "preset: unknown preset 'huge' (choose from base, small, tiny)"),
-    (MINIMAL + "baselines: [resnet18]\n", "baselines.0:"),
+    (MINIMAL + "baselines: [resnet101]\n", "baselines.0:"),
     (MINIMAL.replace("name: t", "name: a b"), "name: String should match pattern"),
     (MINIMAL.replace("data: {synth: {}}", "data: {synth: {}, pets_root: /tmp}"),
      "data: give either synth or the real data roots, not both"),

@@ -54,7 +54,8 @@ def test_layout(small):
 
 
 def test_scales_table():
-    assert set(synth.SCALES) == {"small", "medium"}
+    assert set(synth.SCALES) == {"small", "demo", "medium"}
+    assert synth.SCALES["demo"].n_pets >= 300  # a test IoU over tens of images, not a handful
     med = synth.SCALES["medium"]
     assert len(med.pet_breeds) == 37 and med.n_coco_train >= 1500
     assert synth.SCALES["small"].n_coco_train < med.n_coco_train

@@ -29,7 +29,7 @@ from pycocotools import mask as mask_utils
 
 from mixsweep.errors import MixsweepError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: close-ups, worlds
 MARKER = "synth.json"
 
 # ----------------------------------------------------------------------------------------------------------
@@ -136,6 +136,9 @@ def _kinds(animal: int, non_animal: int, animal_objects: int, two_animals: int, 
 SCALES: dict[str, ScaleSpec] = {
     "small": ScaleSpec(coco_train=_kinds(60, 60, 8, 8, 8, 4, 4, 8), coco_val=_kinds(14, 14, 2, 2, 2, 2, 2, 2),
                        pet_breeds=SMALL_BREEDS, pets_per_breed=8),
+    # The demo study: enough pets that a test IoU is not a handful of images, sized for minutes on a CPU.
+    "demo": ScaleSpec(coco_train=_kinds(320, 320, 8, 8, 8, 4, 4, 8), coco_val=_kinds(32, 32, 2, 2, 2, 2, 2, 2),
+                      pet_breeds=SMALL_BREEDS, pets_per_breed=30),
     "medium": ScaleSpec(coco_train=_kinds(800, 800, 100, 80, 80, 40, 30, 70),
                         coco_val=_kinds(120, 120, 15, 12, 12, 6, 5, 10),
                         pet_breeds=tuple(sorted(CAT_BREEDS + DOG_BREEDS, key=str.lower)), pets_per_breed=20),
@@ -753,6 +756,21 @@ def _texture(look: Look, g: _Geometry, lab: np.ndarray, u: np.ndarray, v: np.nda
     return idx
 
 
+# Every creature's coat carries a fine grain: light/dark bands a few pixels apart at the 64-px scale the
+# demo trains at, at a random angle and phase. Nothing man-made has it. Telling it from a flat surface of
+# the same colour takes a learned, non-linear feature (band energy, not brightness): the one thing an MAE
+# that has reconstructed many coats has and one that has only seen man-made things lacks.
+FUR_GRAIN_AMPLITUDE = 0.32
+FUR_GRAIN_CYCLES = (13.0, 19.0)  # bands per image height
+
+
+def _fur_grain(X: np.ndarray, Y: np.ndarray, H: int, rng: np.random.Generator) -> np.ndarray:
+    period = H / rng.uniform(*FUR_GRAIN_CYCLES)
+    theta, phase = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+    wave = np.sin(2 * np.pi * (X * np.cos(theta) + Y * np.sin(theta)) / period + phase)
+    return 1.0 + FUR_GRAIN_AMPLITUDE * np.tanh(2.5 * wave)
+
+
 def draw_creature(img: Image.Image, look: Look, rng: np.random.Generator, anchor: tuple[float, float],
                   length_px: float, pose: str = "side", rot: float | None = None, flip: int | None = None,
                   max_box: tuple[float, float] | None = None, anchor_mode: str = "feet") -> Drawn:
@@ -807,6 +825,7 @@ def draw_creature(img: Image.Image, look: Look, rng: np.random.Generator, anchor
     shade = 1.1 - 0.3 * (v - vmin) / max(vmax - vmin, 1e-6)
     shade = np.where(lab == LEG_FAR, shade * 0.78, shade)
     shade = shade * rng.normal(1.0, 0.04 + 0.3 * look.fluffy, lab.shape)
+    shade = shade * _fur_grain(X, Y, H, rng)
     col = np.clip(col * shade[..., None], 0, 255).astype(np.uint8)
     mask_img = Image.fromarray((inside * 255).astype(np.uint8))
     img.paste(Image.fromarray(col), (x0, y0), mask_img)
@@ -1425,6 +1444,31 @@ def _ground_y(rng, hz: int, h: int, near: float = 0.35) -> tuple[float, float]:
     return hz + t * (h - hz) - 2, 0.55 + 0.6 * t
 
 
+# Share of single-subject close-ups among plain animal and non-animal images: a framed cat, dog or horse (or
+# a framed chair, car or clock), as many COCO photos are. The pets are such close-ups too.
+CLOSE_UP = 0.5
+
+
+def _close_up(comp: _Composer, rng: np.random.Generator, kind: str, animal: int, pool, w: int, h: int) -> None:
+    """One large subject filling most of the frame, placed the way render_pet places a pet."""
+    cx = rng.uniform(0.38, 0.62) * w
+    if kind == "animal":
+        look = _coco_look(animal, rng)
+        pose = "fly" if look.body == "bird" and rng.random() < 0.3 else (
+            ["side", "side", "sit", "sit", "face"][rng.integers(5)] if look.species in ("cat", "dog") else "side")
+        target = rng.uniform(0.55, 0.85)
+        by = (rng.uniform(1.0, 1.25) if pose == "face" else rng.uniform(0.8, 0.97)) * h
+        length = 0.32 * w * rng.uniform(0.8, 1.15)
+        drawn = draw_creature(comp.img, look, rng, (cx, by if pose != "fly" else 0.5 * h), length, pose=pose,
+                              rot=rng.normal(0, 0.08), max_box=(target * w, target * h),
+                              anchor_mode="centre" if pose == "fly" else "feet")
+        comp.add(animal, drawn.mask)
+        return
+    objs = [c for c in pool if OBJECTS[c][2] != "sky"]
+    cat = int(objs[rng.integers(len(objs))])
+    comp.object(rng, cat, cx, rng.uniform(0.85, 0.97) * h, rng.uniform(0.55, 0.85) * h)
+
+
 def render_coco_scene(seed: int, stream: int, index: int, kind: str) -> Scene:
     """One COCO-style image of the given kind; a pure function of (seed, stream, index, kind)."""
     if kind not in COCO_KINDS:
@@ -1454,6 +1498,10 @@ def render_coco_scene(seed: int, stream: int, index: int, kind: str) -> Scene:
     img, hz = _background(rng, w, h, setting)
     comp = _Composer(img)
     pool = {"street": STREET_OBJECTS, "indoor": INDOOR_OBJECTS, "outdoor": PARK_OBJECTS}[setting]
+
+    if kind in ("animal", "non_animal") and rng.random() < CLOSE_UP:
+        _close_up(comp, rng, kind, first, pool, w, h)
+        return Scene(_finish(comp.img, rng), comp.objects)
 
     # Each entry: ("animal"|"object", category); drawn back to front.
     plan: list[tuple[str, int]] = []
@@ -1511,6 +1559,38 @@ def render_coco_scene(seed: int, stream: int, index: int, kind: str) -> Scene:
                 by = rng.uniform(0.2, 0.45) * h
             comp.object(rng, cat, x, by, frac * h * persp * rng.uniform(0.85, 1.15))
     return Scene(_finish(comp.img, rng), comp.objects)
+
+
+WORLDS = ("planted", "null")
+NON_ANIMAL_IDS: tuple[int, ...] = tuple(i for i, _, sc in COCO_CATEGORIES if sc != "animal")
+_ANIMAL_KINDS = ("animal", "animal_objects", "two_animals", "animal_person", "crowd_animal_objects", "crowd_only")
+
+
+def render_world_scene(seed: int, stream: int, index: int, kind: str, world: str = "planted") -> Scene:
+    """One COCO-style image of label `kind` in a world; a pure function of its arguments.
+
+    planted: what an image shows follows its label (render_coco_scene): animal images hold creatures of the
+    Pet family, non-animal images hold man-made things.
+    null: what an image shows is a coin flip independent of its label (an animal scene or a non-animal
+    scene, 50/50), and its annotations are then given the categories its label needs. Every mixture, at any
+    animal fraction, is the same distribution of pixels; only the category ids differ.
+    """
+    if world == "planted" or kind == "empty":
+        return render_coco_scene(seed, stream, index, kind)
+    if world != "null":
+        raise ValueError(f"unknown synth world {world!r}")
+    coin = _rng(seed, 7, stream * 1_000_003 + index)
+    content = "animal" if coin.random() < 0.5 else "non_animal"
+    scene = render_coco_scene(seed, stream, index, content)
+    animal = kind in _ANIMAL_KINDS
+    crowd = kind.startswith("crowd")
+    ids = ANIMAL_IDS if animal else NON_ANIMAL_IDS
+    cats = [int(c) for c in coin.choice(ids, size=2, replace=False)]
+    for k, obj in enumerate(scene.objects):
+        # one category per image, two for two_animals: the label's own structure, on whatever was drawn
+        obj.category_id = cats[1] if kind == "two_animals" and k == 1 else cats[0]
+        obj.iscrowd = crowd
+    return scene
 
 
 def _uncompressed_rle(mask: np.ndarray) -> dict:
@@ -1610,6 +1690,10 @@ class PetRender:
     pose: str
 
 
+# Man-made clutter around each pet (not annotated): something a segmenter must learn to leave out.
+PET_CLUTTER = (2, 5)
+
+
 def render_pet(seed: int, breed: str, n: int) -> PetRender:
     """One Pet photo of the breed: one large pet in a cluttered indoor or outdoor scene."""
     rng = _rng(seed, 3, BREED_CLASS_ID[breed] * 100_000 + n)
@@ -1618,9 +1702,10 @@ def render_pet(seed: int, breed: str, n: int) -> PetRender:
     img, hz = _background(rng, w, h, setting)
     pen = _Pen(img)  # clutter is drawn but not annotated: the trimap marks only the pet
     pool = (62, 63, 64, 88, 37, 84, 86) if setting == "indoor" else (15, 37, 64, 3, 28)
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(int(rng.integers(*PET_CLUTTER))):
         cat = int(pool[rng.integers(len(pool))])
-        OBJECTS[cat][0](pen, rng, rng.uniform(0.05, 0.95) * w, rng.uniform(hz, h), OBJECTS[cat][1] * h)
+        OBJECTS[cat][0](pen, rng, rng.uniform(0.05, 0.95) * w, rng.uniform(hz, h),
+                        OBJECTS[cat][1] * h * rng.uniform(1.0, 1.8))
     look = PET_LOOKS[breed]
     pose = ["side", "side", "sit", "sit", "face"][rng.integers(5)]
     target = rng.uniform(0.55, 0.85)
@@ -1703,8 +1788,8 @@ def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
 
 
 def _coco_job(job: tuple) -> tuple[int, int, list[dict]]:
-    path, seed, stream, index, kind = job
-    scene = render_coco_scene(seed, stream, index, kind)
+    path, seed, stream, index, kind, world = job
+    scene = render_world_scene(seed, stream, index, kind, world)
     Path(path).write_bytes(_jpeg_bytes(scene.image))
     w, h = scene.image.size
     return w, h, scene_annotations(scene)
@@ -1736,7 +1821,7 @@ def _run(fn: Callable, jobs: list, pool: ProcessPoolExecutor | None, label: str,
     return out
 
 
-def _write_coco(paths: SynthPaths, scale: str, seed: int, pool, progress: bool) -> None:
+def _write_coco(paths: SynthPaths, scale: str, seed: int, pool, progress: bool, world: str = "planted") -> None:
     spec = SCALES[scale]
     layout = _rng(seed, 0, 0)
     n_train, n_val = spec.n_coco_train, spec.n_coco_val
@@ -1744,7 +1829,7 @@ def _write_coco(paths: SynthPaths, scale: str, seed: int, pool, progress: bool) 
     # COCO ids are unique across the two splits; interleave them like the real ones.
     perm = layout.permutation(n_train + n_val)
     train_ids, val_ids = np.sort(ids[perm[:n_train]]), np.sort(ids[perm[n_train:]])
-    info = {"description": f"mixsweep synthetic COCO-format data (scale {scale}, seed {seed})",
+    info = {"description": f"mixsweep synthetic COCO-format data (scale {scale}, seed {seed}, world {world})",
             "url": "", "version": "1.0", "year": 2017, "contributor": "mixsweep.data.synth",
             "date_created": "2017/09/01"}
     licenses = [{"url": "", "id": 1, "name": "synthetic, no rights reserved"}]
@@ -1756,10 +1841,11 @@ def _write_coco(paths: SynthPaths, scale: str, seed: int, pool, progress: bool) 
         kinds = [k for k in COCO_KINDS for _ in range(counts[k])]
         kinds = [kinds[i] for i in layout.permutation(len(kinds))]
         img_dir.mkdir(parents=True, exist_ok=True)
-        jobs = [(str(img_dir / f"{int(i):012d}.jpg"), seed, stream, int(i), k) for i, k in zip(img_ids, kinds)]
+        jobs = [(str(img_dir / f"{int(i):012d}.jpg"), seed, stream, int(i), k, world)
+                for i, k in zip(img_ids, kinds)]
         results = _run(_coco_job, jobs, pool, f"coco {split}", progress)
         images, annotations = [], []
-        for (path, _, _, image_id, _), (w, h, anns) in zip(jobs, results):
+        for (path, _, _, image_id, _, _), (w, h, anns) in zip(jobs, results):
             images.append({"license": 1, "file_name": Path(path).name, "coco_url": "", "height": h, "width": w,
                            "date_captured": "2013-11-14 11:18:45", "flickr_url": "", "id": image_id})
             for a in anns:
@@ -1840,26 +1926,30 @@ def _check_awkward(root: Path) -> None:
 # Entry point
 # ----------------------------------------------------------------------------------------------------------
 
-def _marker(scale: str, seed: int, awkward: bool) -> str:
+def _marker(scale: str, seed: int, awkward: bool, world: str) -> str:
     return json.dumps({"generator": "mixsweep.data.synth", "version": GENERATOR_VERSION, "scale": scale,
-                       "seed": int(seed), "awkward": bool(awkward)}, indent=1) + "\n"
+                       "seed": int(seed), "awkward": bool(awkward), "world": world}, indent=1) + "\n"
 
 
 def write_synth(out: Path | str, scale: str = "small", seed: int = 0, awkward: bool = True,
-                progress: bool = False) -> SynthPaths:
+                progress: bool = False, world: str = "planted") -> SynthPaths:
     """Write synthetic COCO 2017 (train/val) and Oxford-IIIT Pet data under `out`; returns the paths.
 
-    Byte-identical for the same (scale, seed, awkward). If `out` already holds a complete set made with
+    `world` (README, "Two worlds with a known answer"): planted, where animal images share the Pets' make-up
+    and non-animal images do not, or null, where the label says nothing about the pixels. The Pet images are
+    the same in both. Byte-identical for the same (scale, seed, awkward, world). If `out` already holds a complete set made with
     the same arguments it is reused as is; one made with other arguments is replaced. Refuses to touch
     `out/coco` or `out/pets` that write_synth did not make.
     """
     if scale not in SCALES:
         raise MixsweepError(f"unknown synth scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    if world not in WORLDS:
+        raise MixsweepError(f"unknown synth world {world!r}; choose one of: {', '.join(WORLDS)}")
     spec = SCALES[scale]
     root = Path(out)
     paths = SynthPaths.under(root)
     marker = root / MARKER
-    want = _marker(scale, seed, awkward)
+    want = _marker(scale, seed, awkward, world)
     if marker.is_file() and marker.read_text() == want:
         return paths
     if marker.is_file():
@@ -1880,13 +1970,13 @@ def write_synth(out: Path | str, scale: str = "small", seed: int = 0, awkward: b
         # spawn, not fork: callers may hold threads (torch, Ray) that fork would copy mid-lock.
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        _write_coco(paths, scale, seed, pool, progress)
+        _write_coco(paths, scale, seed, pool, progress, world)
         _write_pets(paths, spec, seed, awkward, pool, progress)
     finally:
         if pool is not None:
             pool.shutdown()
     marker.write_text(want)
     if progress:
-        print(f"synth: {scale} seed {seed} written to {root} in {time.perf_counter() - t0:.1f}s",
+        print(f"synth: {scale} {world} world, seed {seed}, written to {root} in {time.perf_counter() - t0:.1f}s",
               file=sys.stderr, flush=True)
     return paths

@@ -21,7 +21,8 @@ from mixsweep.errors import MixsweepError
 from mixsweep.models.mae import MaskedAutoencoderViT, _few, build_mae, load_mae_checkpoint, read_state_dict
 
 SEG_HEADS = ("decoder", "linear")
-SEG_KINDS = ("mae", "scratch", "resnet50")
+SEG_KINDS = ("mae", "scratch", "resnet50", "resnet18")
+RESNETS = {"resnet50": 2048, "resnet18": 512}  # torchvision arch -> channels out of layer4
 
 # Decoder-side modules the encoder-only head never calls; removed so DDP sees no unused parameters.
 _DECODER_PARTS = ("decoder_embed", "mask_token", "decoder_pos_embed", "decoder_blocks", "decoder_norm")
@@ -70,25 +71,31 @@ class MAESegmenter(nn.Module):
         return self.mae.unpatchify(logits, channels=self.num_classes)
 
 
-class ResNet50Segmenter(nn.Module):
-    """torchvision ResNet-50 up to layer4 (2048 × H/32 × W/32), a 1×1 classifier, bilinear upsampling."""
+class ResNetSegmenter(nn.Module):
+    """torchvision ResNet-50 (or -18) up to layer4 (C × H/32 × W/32), a 1×1 classifier, bilinear upsampling."""
 
-    def __init__(self, num_classes: int = 3, weights_path: str | Path | None = None) -> None:
+    def __init__(self, num_classes: int = 3, weights_path: str | Path | None = None, arch: str = "resnet50") -> None:
         super().__init__()
-        net = torchvision.models.resnet50(weights=None)
+        if arch not in RESNETS:
+            raise MixsweepError(f"unknown ResNet {arch!r}; choose one of {', '.join(RESNETS)}")
+        self.arch = arch
+        net = getattr(torchvision.models, arch)(weights=None)
         if weights_path is not None:
-            _load_resnet_weights(net, weights_path)
-        # avgpool goes too: it would leave a 2048×1×1 map, useless for dense prediction.
+            _load_resnet_weights(net, weights_path, arch)
+        # avgpool goes too: it would leave a C×1×1 map, useless for dense prediction.
         names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
         self.backbone = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
-        self.classifier = nn.Conv2d(2048, num_classes, kernel_size=1)
+        self.classifier = nn.Conv2d(RESNETS[arch], num_classes, kernel_size=1)
 
     def forward(self, imgs: Tensor) -> Tensor:
         logits = self.classifier(self.backbone(imgs))
         return F.interpolate(logits, size=imgs.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def _load_resnet_weights(net: nn.Module, path: str | Path) -> None:
+ResNet50Segmenter = ResNetSegmenter  # the paper's baseline, the default arch
+
+
+def _load_resnet_weights(net: nn.Module, path: str | Path, arch: str = "resnet50") -> None:
     """Strict on the backbone keys; `fc.*` may be present or not, it is dropped anyway."""
     sd = read_state_dict(path)
     own = net.state_dict()
@@ -97,7 +104,7 @@ def _load_resnet_weights(net: nn.Module, path: str | Path) -> None:
     unexpected = [k for k in sd if k not in own]
     if missing or unexpected:
         raise MixsweepError(
-            f"{path}: not ResNet-50 weights; missing {len(missing)} keys: {_few(missing) or '-'}; "
+            f"{path}: not {arch} weights; missing {len(missing)} keys: {_few(missing) or '-'}; "
             f"unexpected {len(unexpected)}: {_few(unexpected) or '-'}"
         )
     bad = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in wanted if sd[k].shape != own[k].shape]
@@ -115,9 +122,9 @@ def build_segmenter(
     mae_init: str = "full",
     resnet_weights: str | Path | None = None,
 ) -> nn.Module:
-    """kind "mae": MAE weights from `mae_checkpoint` (file or state dict); "scratch": random init; "resnet50"."""
-    if kind == "resnet50":
-        return ResNet50Segmenter(num_classes, resnet_weights)
+    """kind "mae": MAE weights from `mae_checkpoint` (file or state dict); "scratch": random init; "resnet50" / "resnet18"."""
+    if kind in RESNETS:
+        return ResNetSegmenter(num_classes, resnet_weights, arch=kind)
     if kind not in SEG_KINDS:
         raise MixsweepError(f"unknown model kind {kind!r}; choose one of {', '.join(SEG_KINDS)}")
     mae = build_mae(preset)

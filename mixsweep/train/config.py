@@ -124,7 +124,7 @@ class PretrainJob(_Job):
 
 class FinetuneJob(_Job):
     kind: Literal["finetune"] = "finetune"
-    model: Literal["mae", "scratch", "resnet50"] = "mae"
+    model: Literal["mae", "scratch", "resnet50", "resnet18"] = "mae"
     head: Literal["decoder", "linear"] = "decoder"
     init_checkpoint: Optional[Path] = None  # a pre-training checkpoint (state.pt) or an official MAE .pth
     mae_init: Literal["full", "encoder"] = "full"

@@ -60,6 +60,7 @@ def metrics_from_confusion(cm: Tensor) -> dict[str, float]:
     - miou: mean IoU over the classes present in the target or the prediction (those with a non-empty
       union), so a split without border pixels is not dragged down by an undefined 0/0.
     - iou_binary: the paper's "IoU (binary)", pet vs everything else (border counted as background).
+    - iou_all_pet / iou_all_background: iou_binary of the constant answers (all pet; all background = 0).
     Class names come from LABEL_NAMES when C == 3, else iou_0, iou_1, ...
     """
     cm = cm.detach().to("cpu", torch.float64)
@@ -86,6 +87,10 @@ def metrics_from_confusion(cm: Tensor) -> dict[str, float]:
         torch.stack([cm[1:, 0].sum(), cm[1:, 1:].sum()]),
     ])
     out["iou_binary"] = float(_iou(b[0, 0], b[1, 0], b[0, 1]))
+    # The trivial answers' iou_binary on the same pixels, to read a model's figure against: every pixel
+    # called background scores 0; every pixel called pet scores the pet share of the pixels.
+    out["iou_all_background"] = 0.0 if total > 0 else math.nan
+    out["iou_all_pet"] = float(b[0].sum() / total) if total > 0 else math.nan
     out["pixels"] = float(total)
     return out
 

@@ -1,0 +1,89 @@
+"""The two synthetic worlds: same formats and labels, and the planted property measured on the pixels.
+
+planted: animal-annotated images carry the Pets' fur grain; non-animal images do not. null: whether an
+image shows a creature is a coin flip independent of its label, so the two labels look alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from mixsweep.data.coco import build_coco_index
+from mixsweep.data.synth import write_synth
+from mixsweep.errors import MixsweepError
+
+
+def grain_energy(img: Image.Image, mask: np.ndarray) -> float:
+    """Mean |Laplacian| inside `mask` at the 64-px scale the demo trains at: the fur grain's band energy."""
+    h = 64
+    g = np.asarray(img.convert("L").resize((img.width * h // img.height, h), Image.BILINEAR), np.float32)
+    m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((g.shape[1], h), Image.NEAREST)) > 0
+    lap = np.abs(4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:])
+    m = m[1:-1, 1:-1]
+    return float(lap[m].mean()) if m.sum() > 20 else float("nan")
+
+
+def energies(paths) -> dict[bool, list[float]]:
+    """Per image with annotations: grain energy over its annotated pixels, keyed by 'has an animal label'."""
+    coco = COCO(str(paths.coco_train_annotations))
+    animal = set(coco.getCatIds(supNms=["animal"]))
+    out: dict[bool, list[float]] = {True: [], False: []}
+    for iid in coco.getImgIds():
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=iid))
+        if not anns:
+            continue
+        info = coco.imgs[iid]
+        mask = np.zeros((info["height"], info["width"]), bool)
+        for a in anns:
+            mask |= coco.annToMask(a) > 0
+        with Image.open(paths.coco_train_images / info["file_name"]) as img:
+            out[any(a["category_id"] in animal for a in anns)].append(grain_energy(img, mask))
+    return out
+
+
+@pytest.fixture(scope="module")
+def null_small(tmp_path_factory):
+    return write_synth(tmp_path_factory.mktemp("null"), scale="small", seed=0, world="null")
+
+
+def test_worlds_share_formats_labels_and_pets(synth_small, null_small):
+    planted_index, _ = build_coco_index(synth_small.coco_train_annotations, synth_small.coco_train_images)
+    null_index, _ = build_coco_index(null_small.coco_train_annotations, null_small.coco_train_images)
+    # Same image ids with the same animal / non-animal labels: only the pixels behind the labels differ.
+    cols = ["image_id", "is_animal", "is_non_animal"]
+    assert planted_index.select(cols).to_pylist() == null_index.select(cols).to_pylist()
+    assert sum(planted_index.column("is_animal").to_pylist()) > 50
+    # The Pets are the fine-tuning task: byte-identical in both worlds.
+    for name in ("Bengal_1.jpg", "beagle_3.jpg"):
+        assert (synth_small.pets_root / "images" / name).read_bytes() == \
+            (null_small.pets_root / "images" / name).read_bytes()
+    pixels = [np.asarray(Image.open(p / "coco" / "train2017" / f"{int(i):012d}.jpg"))
+              for p in (synth_small.root, null_small.root) for i in planted_index.column("image_id").to_pylist()[:40]]
+    assert sum(not np.array_equal(a, b) for a, b in zip(pixels[:40], pixels[40:])) > 5
+
+
+def test_planted_world_puts_the_pets_grain_on_animal_images_only(synth_small):
+    e = energies(synth_small)
+    animal, other = np.nanmean(e[True]), np.nanmean(e[False])
+    assert animal > 1.8 * other, (animal, other)
+    # The pets carry the same grain as the planted animals.
+    pets = []
+    for name in ("Bengal_1", "beagle_2", "pug_3", "Persian_4"):
+        with Image.open(synth_small.pets_root / "images" / f"{name}.jpg") as img:
+            tri = np.asarray(Image.open(synth_small.pets_root / "annotations" / "trimaps" / f"{name}.png"))
+            pets.append(grain_energy(img, tri == 1))
+    assert np.mean(pets) > 1.5 * other
+
+
+def test_null_world_labels_say_nothing_about_pixels(null_small):
+    e = energies(null_small)
+    animal, other = np.nanmean(e[True]), np.nanmean(e[False])
+    assert abs(animal - other) < 0.2 * max(animal, other), (animal, other)
+
+
+def test_unknown_world_is_one_line(tmp_path):
+    with pytest.raises(MixsweepError, match="unknown synth world 'planet'"):
+        write_synth(tmp_path, world="planet")
