@@ -29,16 +29,17 @@ CODE_VERSION = "2"
 
 # Seconds per image of one train step on one H200 at ViT-B/16 (FACTS.md: reference MAE bf16 eager 3,460 img/s;
 # full-token ViT-B step 2,559 img/s; ResNet-50 4,646 img/s). Other presets scale by FLOPs per image.
-SECONDS_PER_IMAGE = {"pretrain": 1 / 3460, "mae": 1 / 2559, "supervised_mae": 1 / 2559, "resnet50": 1 / 4646}
+SECONDS_PER_IMAGE = {"pretrain": 1 / 3460, "mae": 1 / 2559, "supervised_mae": 1 / 2559, "resnet50": 1 / 4646,
+                     "resnet18": 1 / (4646 * 2.2)}  # ResNet-18: 1.8 vs 4.1 GFLOP forward at 224 px
 PRESET_COST = {"base": 1.0, "small": 0.27, "tiny": 0.0011}  # FLOPs per image relative to base (benchmark)
-BASELINE_METHODS = {"supervised_mae": "scratch", "resnet50": "resnet50"}
+BASELINE_METHODS = {"supervised_mae": "scratch", "resnet50": "resnet50", "resnet18": "resnet18"}
 
 
 @dataclass
 class Stage:
     key: str
     kind: str  # pretrain | finetune
-    method: str  # mae | supervised_mae | resnet50
+    method: str  # mae | supervised_mae | resnet50 | resnet18
     seed: int
     animal_fraction: float | None
     finetune_fraction: float | None
@@ -55,7 +56,7 @@ class Stage:
 
     def gpu_hours(self, preset: str) -> float:
         per = SECONDS_PER_IMAGE["pretrain" if self.kind == "pretrain" else self.method]
-        scale = 1.0 if self.method == "resnet50" else PRESET_COST.get(preset, 1.0)
+        scale = 1.0 if self.method.startswith("resnet") else PRESET_COST.get(preset, 1.0)
         return self.n_images * self.epochs * per * scale / 3600
 
     def row(self) -> dict:
@@ -94,14 +95,23 @@ def _data_paths(spec, store: Store) -> dict:
     if d.synth is not None:
         from mixsweep.data.synth import write_synth
 
-        paths = write_synth(store.root / "data" / f"synth-{d.synth.scale}-{d.synth.seed}", scale=d.synth.scale,
-                            seed=d.synth.seed)
+        s = d.synth
+        paths = write_synth(store.root / "data" / f"synth-{s.world}-{s.scale}-{s.seed}", scale=s.scale, seed=s.seed,
+                            world=s.world)
         return {"coco_annotations": paths.coco_train_annotations, "coco_images": paths.coco_train_images,
                 "coco_val_annotations": paths.coco_val_annotations, "coco_val_images": paths.coco_val_images,
                 "pets_root": paths.pets_root}
     return {"coco_annotations": d.coco_annotations, "coco_images": d.coco_images,
             "coco_val_annotations": d.coco_val_annotations, "coco_val_images": d.coco_val_images,
             "pets_root": d.pets_root}
+
+
+def _synth_tag(synth) -> str:
+    if synth is None:
+        return ""
+    from mixsweep.data.synth import GENERATOR_VERSION
+
+    return f"|synth:{synth.world}:{synth.scale}:{synth.seed}:v{GENERATOR_VERSION}"
 
 
 def _stat_key(*paths) -> str:
@@ -153,6 +163,8 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
     eval_digest = _digest(manifest.filter(pc.is_in(manifest.column("split"), value_set=pa.array(["val", "test"])))
                           .select(["name", "split"]).to_pylist())
 
+    # Synthetic worlds share image ids: their pixels differ, so their stages must not share keys.
+    data_tag = _synth_tag(spec.data.synth)
     pre_recipe = spec.pretrain.model_dump(mode="json")
     ft_recipe = spec.finetune.model_dump(mode="json")
     plan = Plan(spec.name)
@@ -166,7 +178,8 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
             except MixsweepError as e:  # name the spec's key, not the CLI flag
                 raise MixsweepError(f"{spec.name}: mixture.{str(e).removeprefix('--')}") from None
             ids = list(zip(mix.column("split").to_pylist(), mix.column("image_id").to_pylist()))
-            key = "pt-" + content_key({"kind": "pretrain", "images": _digest(ids), "preset": spec.preset,
+            key = "pt-" + content_key({"kind": "pretrain", "images": _digest(ids), "data": data_tag,
+                                       "preset": spec.preset,
                                        "recipe": pre_recipe, "seed": seed, "pack_size": spec.mixture.pack_size,
                                        "code": CODE_VERSION})
             if write_mixtures and not store.mixture_path(key).is_file():
@@ -179,12 +192,12 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
             plan.stages.append(Stage(key, "pretrain", "mae", seed, fraction, None, None, job, n_train,
                                      spec.pretrain.epochs))
             for s, names in subsets.items():
-                plan.stages.append(_finetune_stage(spec, store, "mae", key, seed, fraction, s, names, eval_digest,
-                                                   ft_recipe, manifest_path, paths))
+                plan.stages.append(_finetune_stage(spec, store, "mae", key, seed, fraction, s, names,
+                                                   eval_digest + data_tag, ft_recipe, manifest_path, paths))
         for baseline in spec.baselines:
             for s, names in subsets.items():
                 plan.stages.append(_finetune_stage(spec, store, baseline, BASELINE_METHODS[baseline], seed, None, s,
-                                                   names, eval_digest, ft_recipe, manifest_path, paths))
+                                                   names, eval_digest + data_tag, ft_recipe, manifest_path, paths))
     for stage in plan.stages:
         if store.is_done(stage.key):
             stage.status = "done"
