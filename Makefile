@@ -1,6 +1,6 @@
 # make test: create or refresh .venv, install mixsweep with its test extras (and sshd + rsync for the
 # launcher test), run the tests.
-# make demo: the same install, then the main job: the smoke sweep on synthetic data and its report.
+# make demo: the same install, then the main job: the demo study (planted world) on synthetic data and its report.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -34,7 +34,7 @@ test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/mixsweep demo --spec sweeps/smoke.yaml
+	$(BIN)/mixsweep demo
 
 bench-data: $(STAMP)
 	$(BIN)/python benchmarks/data_throughput.py

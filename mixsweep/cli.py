@@ -42,7 +42,7 @@ Sweeps, from sweeps/*.yaml (Ray Tune; one pre-training feeds every fine-tune; on
   mixsweep run SPEC         run the pending stages
   mixsweep report SPEC      Table 2, plots with 95% CIs over seeds, W&B report run
   mixsweep suggest SPEC     the next fractions to run, as a snippet to paste
-  mixsweep demo             sweeps/smoke.yaml on synthetic data, then its report
+  mixsweep demo             the demo study on a synthetic world (--world planted|null), then its report
 """
 
 
@@ -278,7 +278,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if args.tour:
         run_demo(Path(args.out), scale=args.scale)
     else:
-        run_sweep_demo(args.spec)
+        run_sweep_demo(args.spec, world=args.world, world_seed=args.world_seed)
 
 
 # --- parser ------------------------------------------------------------------------------------------
@@ -399,14 +399,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=_positive_int, default=3, help="how many fractions (default 3)")
     s.set_defaults(func=cmd_suggest)
 
-    s = sub.add_parser("demo", help="the smoke sweep on synthetic data, then its report",
-                       description="Run sweeps/smoke.yaml (synthetic data, tiny MAE, local Ray on CPU, W&B "
-                                   "offline) and write its report. --tour instead walks the data path step by "
-                                   "step: synthetic data, index, mixtures, manifest, packs, a tiny training.")
-    s.add_argument("--spec", type=Path, default=Path("sweeps/smoke.yaml"), help="sweep spec (default smoke)")
+    s = sub.add_parser("demo", help="the demo study on a synthetic world with a known answer, then its report",
+                       description="Run the demo study (3 animal fractions x 3 seeds, supervised-MAE and ResNet-18 "
+                                   "baselines; tiny MAE, local Ray on CPU, W&B offline) on a synthetic world "
+                                   "and write its report under ./runs/demo-<world>-s<seed>/: the planted world "
+                                   "(pre-training on more animals should help) or the null world (it cannot). "
+                                   "--tour instead walks the data path step by step.")
+    s.add_argument("--world", choices=("planted", "null"), default="planted",
+                   help="planted: animal images share the pets' make-up; null: labels say nothing about pixels")
+    s.add_argument("--world-seed", type=_nonneg_int, default=0, help="seed of the synthetic world (default 0)")
+    s.add_argument("--spec", type=Path, default=None,
+                   help="another sweep spec instead of the packaged demo (a synth spec gets --world/--world-seed)")
     s.add_argument("--tour", action="store_true", help="the step-by-step data-path tour instead")
     s.add_argument("--out", type=Path, default=Path("runs/demo"), help="--tour's work folder (default runs/demo)")
-    s.add_argument("--scale", choices=("small", "medium"), default="small")
+    s.add_argument("--scale", choices=("small", "demo", "medium"), default="small", help="--tour's data scale")
     s.set_defaults(func=cmd_demo)
     return p
 

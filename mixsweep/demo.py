@@ -1,4 +1,4 @@
-"""`mixsweep demo`: the smoke sweep end to end on synthetic data, then its report.
+"""`mixsweep demo`: the demo study on a synthetic world with a known answer, then its report.
 
 `mixsweep demo --tour` walks the data path step by step instead: synth → COCO index → mixtures along a
 fraction grid → Pet manifest → packs → augmented batches saved as a PNG → a tiny pre-train and fine-tune.
@@ -20,18 +20,41 @@ console = Console(highlight=False)
 DEMO_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def run_sweep_demo(spec_path: Path) -> dict[str, Path]:
-    """Run the smoke sweep (synthetic data, local Ray, CPU) and write its report; print where to look."""
-    from mixsweep.spec import load_spec
+def demo_spec(world: str = "planted", world_seed: int = 0, spec_path: Path | None = None):
+    """The demo study for one synthetic world: the packaged spec (or `spec_path`) with data.synth's world and
+    seed, the name and the storage set from them, so each world and seed has its own store under ./runs/."""
+    import yaml
+
+    from mixsweep.spec import parse_spec
+    from mixsweep.yamlio import read_yaml
+
+    if spec_path is None:
+        from importlib.resources import files
+
+        source = files("mixsweep") / "specs" / "demo.yaml"
+        data, where = yaml.safe_load(source.read_text()), "mixsweep/specs/demo.yaml"
+    else:
+        data, where = read_yaml(Path(spec_path), "spec file"), str(spec_path)
+    synth = (data.get("data") or {}).get("synth")
+    if spec_path is None or synth is not None:
+        name = f"{data.get('name', 'demo')}-{world}-s{world_seed}"
+        data = {**data, "name": name, "storage": f"runs/{name}",
+                "data": {"synth": {**(synth or {}), "world": world, "seed": world_seed}}}
+    base = Path(spec_path).resolve().parent if spec_path is not None else Path.cwd()
+    return parse_spec(data, where, base_dir=base), where
+
+
+def run_sweep_demo(spec_path: Path | None = None, world: str = "planted", world_seed: int = 0) -> dict[str, Path]:
+    """Run the demo study (synthetic data, local Ray, CPU) and write its report; print where to look."""
     from mixsweep.sweep.report import make_report
     from mixsweep.sweep.run import run_sweep
 
     t0 = time.perf_counter()
-    spec = load_spec(spec_path)
-    console.rule(f"1. sweep {spec.name}: {spec_path}")
-    run_sweep(spec, str(spec_path))
+    spec, where = demo_spec(world, world_seed, spec_path)
+    console.rule(f"1. sweep {spec.name}: {where}")
+    run_sweep(spec, where)
     console.rule("2. report")
-    paths = make_report(spec)
+    paths = make_report(spec, console=console)
     t = Table(title="where to look")
     t.add_column("what")
     t.add_column("path")

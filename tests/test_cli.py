@@ -88,3 +88,20 @@ def test_demo_writes_its_outputs(synth_small, tmp_path):
         t = pq.read_table(m)
         assert t.filter(pc.equal(t.column("split"), "train")).num_rows == pq.read_table(mixes[0]).filter(
             pc.equal(pq.read_table(mixes[0]).column("split"), "train")).num_rows
+
+
+def test_packaged_demo_spec_from_any_folder(tmp_path, monkeypatch):
+    """`mixsweep demo` needs no checkout: its spec ships in the package; world and seed pick the store."""
+    from mixsweep.demo import demo_spec
+    from mixsweep.sweep.plan import _synth_tag
+
+    monkeypatch.chdir(tmp_path)
+    planted, where = demo_spec("planted", 0)
+    null, _ = demo_spec("null", 3)
+    assert where == "mixsweep/specs/demo.yaml"
+    assert (null.name, null.storage) == ("demo-null-s3", "runs/demo-null-s3")
+    assert (null.data.synth.world, null.data.synth.seed, planted.data.synth.world) == ("null", 3, "planted")
+    assert len(planted.grid.animal_fractions) >= 3 and {0.0, 1.0} <= set(planted.grid.animal_fractions)
+    assert len(planted.grid.seeds) >= 3 and set(planted.baselines) == {"supervised_mae", "resnet18"}
+    # Worlds share image ids, so their stage keys must differ by the world itself.
+    assert _synth_tag(planted.data.synth) != _synth_tag(demo_spec("null", 0)[0].data.synth)
