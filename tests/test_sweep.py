@@ -30,7 +30,9 @@ def write_spec(path, storage, fractions=(0.0, 1.0), finetune=(0.5, 1.0), seeds=(
         "finetune": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "blr": 1e-2},
         "resources": {"pretrain": {"num_workers": 1, "cpus_per_worker": 1},
                       "finetune": {"num_workers": 1, "cpus_per_worker": 1},
-                      "trial_resources": {HEAD_RESOURCE: 1}},  # drivers on the head, as on a real cluster
+                      # TorchTrainer drivers on the head, as on a real cluster; a one-CPU-worker stage trains in
+                      # its trial, which then asks for the worker's CPU instead (so it lands on a worker node).
+                      "trial_resources": {HEAD_RESOURCE: 1}},
         "storage": str(storage),
         "wandb": {"mode": "offline", "project": "mixsweep-test"},
         "checkpoint_every": 1,
@@ -89,6 +91,44 @@ def test_plan_json_has_totals(tmp_path, capsys):
     assert data["totals"]["pending"] == 8 and data["totals"]["gpu_hours_total"] > 0
 
 
+def test_a_trial_asks_for_its_worker_or_for_a_driver_slot(tmp_path):
+    """One CPU worker: the trial is the worker and asks for its resources (not the drivers' head resource).
+    Several workers or a GPU: the trial drives a TorchTrainer and asks for trial_cpus + trial_resources."""
+    from mixsweep.sweep.run import trial_request
+    from mixsweep.train.config import ScalingSettings
+
+    spec = load_spec(write_spec(tmp_path / "s.yaml", tmp_path / "store"))
+    one = ScalingSettings(num_workers=1, cpus_per_worker=2, resources={"fast_disk": 1})
+    assert trial_request(one, spec.resources) == {"CPU": 2, "fast_disk": 1}
+    assert trial_request(ScalingSettings(num_workers=2), spec.resources) == {HEAD_RESOURCE: 1}
+    assert trial_request(ScalingSettings(num_workers=1, use_gpu=True), spec.resources) == {HEAD_RESOURCE: 1}
+    bare = spec.resources.model_copy(update={"trial_resources": {}})
+    assert trial_request(ScalingSettings(num_workers=2), bare) == {"CPU": 0.01}
+
+
+def test_a_trial_tune_gave_up_on_is_recorded_by_the_driver(tmp_path):
+    """An in-trial stage whose process died on every attempt wrote no failed.json; the driver's callback does,
+    and leaves alone one the trial wrote itself."""
+    from types import SimpleNamespace
+
+    from mixsweep.sweep.run import StageProgress
+
+    store = Store(tmp_path / "store")
+    error = tmp_path / "error.txt"
+    error.write_text("Failure # 2\nray.exceptions.ActorDiedError: The actor died unexpectedly\n")
+    trial = SimpleNamespace(config={"key": "ft-1", "row": {"key": "ft-1", "kind": "finetune"}}, trial_id="t1",
+                            error_file=str(error), run_metadata=SimpleNamespace(num_failures=2), last_result={})
+    progress = StageProgress(total=1, done=0, names={}, store=store)
+    progress.on_trial_start(0, [], trial)
+    progress.on_trial_error(0, [], trial)
+    failure = store.failure("ft-1")
+    assert failure["status"] == "failed" and failure["trial_id"] == "t1" and failure["kind"] == "finetune"
+    assert failure["error"] == "the trial failed 2 time(s); last: ray.exceptions.ActorDiedError: The actor died unexpectedly"
+    store.record_failure("ft-1", {"key": "ft-1", "trial_id": "t1"}, "ValueError: from the trial itself")
+    progress.on_trial_error(0, [], trial)
+    assert store.failure("ft-1")["error"] == "ValueError: from the trial itself"
+
+
 # --- real sweeps on a local Ray instance ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -107,10 +147,21 @@ def test_sweep_runs_every_stage_once_and_logs_it(ray_local, swept):
     store = Store(root / "store")
     assert plan.counts() == {"done": 6, "failed": 0, "pending": 0}
     rows = store.results_frame()
-    # Multi-node: every trial (Tune + Train drivers) on the head, every Train worker on a worker node.
+    # One-CPU-worker stages train inside their Tune trial: each trial runs on a worker node (never the CPU-less
+    # head) and is its own worker.
     nodes = node_ids(ray_local)
-    assert set(rows["trial_node"]) == {nodes["head"]}
-    assert set(rows["worker_nodes"]) <= nodes["workers"]
+    assert rows["in_trial"].all()
+    assert set(rows["trial_node"]) <= nodes["workers"]
+    assert (rows["worker_nodes"] == rows["trial_node"]).all()
+    # What a stage cost beyond its training loop, per stage (issue 10: seconds, not the TorchTrainer's tens).
+    assert (rows["loop_s"] > 0).all() and (rows["start_s"] >= 0).all()
+    assert ((rows["stage_wall_s"] - rows["loop_s"]) - rows["overhead_s"]).abs().max() < 1e-6
+    # The first stage in each of the 4 trial processes pays their start and imports (~10 s on 2 busy cores); a
+    # stage in a reused process pays about a second. A TorchTrainer's start alone costs 20 s or more here.
+    assert rows["overhead_s"].min() < 10, rows[["kind", "stage_wall_s", "start_s", "loop_s", "overhead_s"]]
+    from mixsweep.sweep.run import overhead_line
+
+    assert overhead_line(store, list(rows["key"])).startswith("median overhead ")
     assert (rows["kind"] == "pretrain").sum() == 2 and (rows["kind"] == "finetune").sum() == 4
     for s in plan.stages:
         history = store.history(s.key)
@@ -211,40 +262,67 @@ def test_a_half_copied_stage_is_not_pulled(tmp_path):
     assert other.pull() == []  # already here
 
 
-def test_driver_kill_then_rerun_resumes_the_interrupted_stage(ray_local, tmp_path):
-    """SIGKILL `mixsweep run` in the middle of the fine-tune; the same command finishes the sweep, runs the
-    finished pre-training 0 times and resumes the fine-tune from its checkpoint."""
+def _wait_for(condition, what: str, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _checkpointed_epoch(run_dir) -> int:
+    """The newest complete checkpoint's epoch in a stage's run folder, -1 when none."""
+    epochs = [json.loads((c / "meta.json").read_text())["epoch"] for c in run_dir.glob("checkpoint_*")
+              if (c / "state.pt").is_file() and (c / "meta.json").is_file()]
+    return max(epochs, default=-1)
+
+
+def test_trial_kill_and_driver_kill_resume_the_interrupted_stage(ray_local, tmp_path):
+    """The fine-tune trains inside its Tune trial. SIGKILL that trial's process in epoch 1: Tune restarts the
+    trial (max_failures), which resumes from epoch 0's checkpoint. Then SIGKILL `mixsweep run` in the resumed
+    trial's epoch 2: the same command finishes the sweep, runs the finished pre-training 0 times and resumes
+    the fine-tune again. Each epoch is in the curve once, each line the one first logged."""
     from mixsweep.sweep.run import run_sweep
 
-    finetune = {"epochs": 4, "batch_size": 16, "warmup_epochs": 1, "blr": 1e-2}
-    path = write_spec(tmp_path / "k.yaml", tmp_path / "store", fractions=(0.25,), finetune=(1.0,))
+    # 6 short epochs: after the driver's kill its trial trains on until Ray reaps it, and must not finish first.
+    finetune = {"epochs": 6, "batch_size": 16, "warmup_epochs": 1, "blr": 1e-2}
+    path = write_spec(tmp_path / "k.yaml", tmp_path / "store", fractions=(0.25,), finetune=(1.0,), max_failures=1)
     spec = yaml.safe_load(path.read_text())
     spec["finetune"] = finetune
     path.write_text(yaml.safe_dump(spec))
     store = Store(tmp_path / "store")
     ft = next(s for s in build_plan(load_spec(path), store).stages if s.kind == "finetune")
-    ft_log = store.train_dir() / ft.key / "metrics.jsonl"
+    run_dir = store.train_dir() / ft.key
+    ft_log, placement = run_dir / "metrics.jsonl", run_dir / "workers" / "rank0.json"
     address = ray_local.get_runtime_context().gcs_address
     proc = subprocess.Popen([sys.executable, "-m", "mixsweep.cli", "run", str(path), "--address", address],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    # Kill once epoch 0 is logged and its checkpoint is in the run folder, i.e. during epoch 1.
-    while time.time() < deadline and not (ft_log.is_file() and ft_log.read_text().strip()
-                                          and list(ft_log.parent.glob("checkpoint_*/state.pt"))):
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before_kill = ft_log.read_text().splitlines()
+    try:
+        # 1. Kill the trial's own process once epoch 0 is logged and checkpointed, i.e. during epoch 1.
+        _wait_for(lambda: placement.is_file() and _checkpointed_epoch(run_dir) >= 0, "the fine-tune's epoch 0")
+        trial_pid = json.loads(placement.read_text())["pid"]
+        os.kill(trial_pid, signal.SIGKILL)
+        before_trial_kill = ft_log.read_text().splitlines()
+        # 2. Tune restarts the trial in a new process, which resumes; kill the driver once epoch 1 is checkpointed.
+        _wait_for(lambda: json.loads(placement.read_text())["pid"] != trial_pid and _checkpointed_epoch(run_dir) >= 1,
+                  "the restarted trial's epoch 1")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before_driver_kill = ft_log.read_text().splitlines()
     finished = result_times(store)
-    assert 1 <= len(before_kill) < 4 and len(finished) == 1, "the kill should land inside the fine-tune"
+    assert len(before_trial_kill) == 1 and 2 <= len(before_driver_kill) < 6 and len(finished) == 1, \
+        "the kills should land inside the fine-tune"
     plan = run_sweep(load_spec(path), str(path))
     assert plan.counts() == {"done": 2, "failed": 0, "pending": 0}
     after = result_times(store)
     assert {k: after[k] for k in finished} == finished, "the finished pre-training ran again"
-    # Resumed, not restarted: epoch 0's line (with its wall time) is the one logged before the kill.
+    # Resumed twice, never restarted: epochs 0 and 1 are the lines logged before the kills.
     history = store.history(ft.key)
-    assert [m["epoch"] for m in history] == [0, 1, 2, 3]
-    assert ft_log.read_text().splitlines()[0] == before_kill[0]
+    assert [m["epoch"] for m in history] == [0, 1, 2, 3, 4, 5]
+    lines = ft_log.read_text().splitlines()
+    assert lines[0] == before_trial_kill[0] and lines[1] == before_driver_kill[1]
+    result = store.result(ft.key)
+    assert result["in_trial"] and result["loop_s"] > 0
 
 
 def _break_animal_images(synth, dest):
@@ -263,6 +341,8 @@ def _break_animal_images(synth, dest):
 
 
 def test_deterministic_failure_is_recorded_once_and_retried_only_when_asked(ray_local, synth_small, tmp_path, capsys):
+    """Also the sweep's TorchTrainer path: the pre-training has 2 workers, so its trial (on the head) drives a
+    TorchTrainer, while the fine-tunes train in their trials."""
     from mixsweep.sweep.run import run_sweep
 
     originals = _break_animal_images(synth_small, tmp_path / "data")
@@ -271,6 +351,7 @@ def test_deterministic_failure_is_recorded_once_and_retried_only_when_asked(ray_
     spec = yaml.safe_load(path.read_text())
     spec["data"] = {"coco_annotations": "data/coco/annotations/instances_train2017.json",
                     "coco_images": "data/coco/train2017", "pets_root": "data/pets"}
+    spec["resources"]["pretrain"] = {"num_workers": 2, "cpus_per_worker": 1}
     path.write_text(yaml.safe_dump(spec))
     plan = run_sweep(load_spec(path), str(path))
     by_kind = {(s.kind, s.method): s for s in plan.stages}
@@ -293,3 +374,9 @@ def test_deterministic_failure_is_recorded_once_and_retried_only_when_asked(ray_
         p.write_bytes(data)
     fixed = run_sweep(load_spec(path), str(path), retry_failed=True)
     assert fixed.counts() == {"done": 3, "failed": 0, "pending": 0}
+    # The TorchTrainer stage: its trial on the head, its 2 workers on worker nodes, its loop timed by rank 0.
+    row = Store(tmp_path / "store").result(pre.key)
+    nodes = node_ids(ray_local)
+    assert not row["in_trial"] and row["trial_node"] == nodes["head"]
+    assert set(row["worker_nodes"].split(",")) <= nodes["workers"]
+    assert 0 < row["loop_s"] < row["stage_wall_s"] and abs(row["overhead_s"] - (row["stage_wall_s"] - row["loop_s"])) < 1e-9

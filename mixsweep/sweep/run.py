@@ -1,9 +1,10 @@
-"""Run a sweep with Ray Tune: one trial per pending stage, each launching a Ray Train TorchTrainer.
+"""Run a sweep with Ray Tune: one trial per pending stage. A stage with one CPU worker trains inside its trial;
+a larger one (several workers, a GPU) launches a Ray Train TorchTrainer from it.
 
 The Tune searcher is the scheduler: it hands out a stage only when its parent pre-training is done, so
 every fine-tune starts as soon as its parent exists, and as many stages run at once as the cluster fits.
-Each stage's Train run is named by its key under the store, so an interrupted stage resumes from its own
-checkpoint, and a finished key (result.json in the store) never runs again. A new Tuner is built on every
+Each stage's run folder (train/<key>) is named by its key under the store, so an interrupted stage resumes
+from its own checkpoint, and a finished key (result.json in the store) never runs again. A new Tuner is built on every
 `mixsweep run`: Tune's own restore would ignore an extended grid.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import statistics
 import time
 import traceback
 from pathlib import Path
@@ -45,34 +47,51 @@ def _final_metrics(result: dict) -> dict:
 
 
 def run_stage(config: dict) -> dict:
-    """A Tune trial: train one stage (or find it done), record it in the store, log it to W&B."""
+    """A Tune trial: train one stage (or find it done), record it in the store, log it to W&B.
+
+    A one-CPU-worker stage trains right here (`run_in_trial`); a larger one launches a TorchTrainer and waits.
+    A failure is recorded once (failed.json with this trial's id) and the trial ends normally with a "failed"
+    result, so Tune does not run it again, except for an in-trial stage whose training raised something other
+    than a MixsweepError: that is raised to Tune, which retries it (FailureConfig.max_failures) from its last
+    checkpoint, as Ray Train does for a worker. A trial whose process dies is Tune's retry too.
+    """
     import ray
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from mixsweep.sweep import tracking
     from mixsweep.train.config import parse_job
-    from mixsweep.train.ray_jobs import read_placement, run_with_ray
+    from mixsweep.train.ray_jobs import read_placement, run_in_trial, run_with_ray, runs_in_trial
 
+    t0 = time.time()
     store = Store(config["store"], config.get("mirror"))
     key, row = config["key"], config["row"]
     if store.is_done(key):
         ray.tune.report(store.result(key))
         return
-    t0 = time.time()
+    in_trial = False
     try:
         job = parse_job(config["job"], f"stage {key}")
-        result = run_with_ray(job, source=f"stage {key}", callbacks=[TuneReportCallback()], check=False)
+        in_trial = runs_in_trial(job.scaling)
+        if in_trial:
+            result = run_in_trial(job)
+        else:
+            result = run_with_ray(job, source=f"stage {key}", callbacks=[TuneReportCallback()], check=False)
         metrics = _final_metrics(result)
     except Exception as e:  # recorded once with its key; the sweep goes on with the other stages
         message = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:500]
-        store.record_failure(key, row, message)
+        store.record_failure(key, {**row, "trial_id": ray.tune.get_context().get_trial_id()}, message)
         (store.stage_dir(key) / "traceback.txt").write_text(traceback.format_exc())
         _push(store, key)
-        raise
+        if in_trial and not isinstance(e, MixsweepError):
+            raise  # Tune retries the trial; a later success replaces failed.json with result.json
+        ray.tune.report({"key": key, "status": "failed", "error": message})
+        return
     placement = {"trial_node": ray.get_runtime_context().get_node_id(),
                  "worker_nodes": ",".join(sorted({w["node_id"] for w in read_placement(result["run_dir"])}))}
-    final = store.record_result(key, {**row, **metrics, **placement, "wall_seconds": time.time() - t0},
+    timing = stage_timing(config.get("handed_out_at", t0), t0, result.get("loop_s"))
+    final = store.record_result(key, {**row, **metrics, **placement, **timing, "in_trial": in_trial,
+                                      "wall_seconds": time.time() - t0},
                                 result["run_dir"],
                                 result["checkpoint"] if job.kind == "pretrain" else None)
     tracker = tracking.Tracker(**config["wandb"], root=store.root)
@@ -81,6 +100,16 @@ def run_stage(config: dict) -> dict:
                                    history=store.history(key), summary=metrics, pictures=store.pictures(key))
     _push(store, key, wandb_run)
     ray.tune.report(final)
+
+
+def stage_timing(handed_out_at: float, started_at: float, loop_s: float | None) -> dict:
+    """What a stage cost beyond its training loop. stage_wall_s runs from the searcher handing the stage to Tune
+    (driver clock) to its result being recorded; start_s is the part before the trial function ran (actor start
+    or reuse, scheduling); loop_s is the time inside `fit`; overhead_s = stage_wall_s - loop_s."""
+    wall = time.time() - handed_out_at
+    return {"stage_wall_s": wall, "start_s": started_at - handed_out_at,
+            "loop_s": loop_s if loop_s is not None else math.nan,
+            "overhead_s": wall - loop_s if loop_s is not None else math.nan}
 
 
 def _push(store: Store, key: str, wandb_run: Path | None = None) -> None:
@@ -113,7 +142,7 @@ class StageSearcher(Searcher):
             if parent is None or parent in self.done:
                 self.queue.pop(i)
                 self.trials[trial_id] = cfg["key"]
-                return cfg
+                return {**cfg, "handed_out_at": time.time()}  # a stage's wall starts here (stage_timing)
         # Children of a failed parent can never run: drop them so the sweep can finish.
         self.queue = [c for c in self.queue if c["parent"] not in self.failed]
         return Searcher.FINISHED if not self.queue and not self._running() else None
@@ -124,7 +153,7 @@ class StageSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         key = self.trials.get(trial_id)
         if key is not None:
-            (self.failed if error else self.done).add(key)
+            (self.failed if error or _failed(result) else self.done).add(key)
 
     def save(self, checkpoint_path: str) -> None:
         Path(checkpoint_path).write_bytes(pickle.dumps(self.__dict__))
@@ -133,11 +162,17 @@ class StageSearcher(Searcher):
         self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
 
 
-class StageProgress(Callback):
-    """One line per stage start / finish with the running totals: done, running, pending, failed."""
+def _failed(result: dict | None) -> bool:
+    """A trial that recorded its stage's failure ends normally (so Tune does not retry it), with this result."""
+    return bool(result) and result.get("status") == "failed"
 
-    def __init__(self, total: int, done: int, names: dict[str, str]):
-        self.total, self.names = total, names
+
+class StageProgress(Callback):
+    """One line per stage start / finish with the running totals: done, running, pending, failed. A trial
+    that Tune gives up on (its process died every time) gets its failed.json here, if it wrote none itself."""
+
+    def __init__(self, total: int, done: int, names: dict[str, str], store: Store | None = None):
+        self.total, self.names, self.store = total, names, store
         self.done, self.running, self.failed = done, 0, 0
 
     def _line(self, verb: str, trial) -> None:
@@ -151,12 +186,24 @@ class StageProgress(Callback):
         self._line("started", trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if _failed(trial.last_result):
+            return self.on_trial_error(iteration, trials, trial)
         self.running, self.done = self.running - 1, self.done + 1
         self._line("finished", trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running, self.failed = self.running - 1, self.failed + 1
         self._line("FAILED", trial)
+        key = trial.config.get("key")
+        if self.store is None or key is None:
+            return
+        recorded = self.store.failure(key)
+        if recorded is None or recorded.get("trial_id") != trial.trial_id:
+            error = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).is_file() else ""
+            lines = [line.strip() for line in error.splitlines() if line.strip()]
+            self.store.record_failure(key, {**trial.config.get("row", {}), "trial_id": trial.trial_id},
+                                      f"the trial failed {trial.run_metadata.num_failures} time(s); last: "
+                                      f"{lines[-1] if lines else 'no error text'}"[:500])
 
 
 def _print(text: str) -> None:
@@ -170,14 +217,36 @@ def stage_name(stage: Stage) -> str:
     return f"finetune {what} s={stage.finetune_fraction:.2f} seed {stage.seed}"
 
 
+def trial_request(scaling, resources) -> dict[str, float]:
+    """What a stage's Tune trial asks for. A stage that trains in its trial holds its one worker's resources (the
+    trial IS the worker; trial_cpus and trial_resources, meant for a driver, do not apply). A TorchTrainer
+    stage's trial only waits on its trainer: trial_cpus plus trial_resources, or a sliver of a CPU (Ray refuses
+    an empty request)."""
+    from mixsweep.train.ray_jobs import runs_in_trial
+
+    if runs_in_trial(scaling):
+        return scaling.resources_per_worker()
+    request = {"CPU": resources.trial_cpus, **resources.trial_resources}
+    request = {k: v for k, v in request.items() if v}
+    return request or {"CPU": 0.01}
+
+
+def _trial_resources(config: dict):
+    """Tune's per-trial resource callback: the request stage_job put in the config."""
+    from ray.tune import PlacementGroupFactory
+
+    return PlacementGroupFactory([config["trial_request"]])
+
+
 def concurrency(spec) -> int:
     """How many stages fit on the cluster at once (by the larger of the two stage kinds)."""
-    from mixsweep.train.ray_jobs import alive_node_resources, check_resources, worker_slots
+    from mixsweep.train.ray_jobs import alive_node_resources, check_resources, runs_in_trial, worker_slots
 
     for scaling in (spec.resources.pretrain, spec.resources.finetune):
         check_resources(scaling)
     nodes = alive_node_resources()
-    for name, amount in spec.resources.trial_resources.items():
+    trainer_stages = not all(runs_in_trial(s) for s in (spec.resources.pretrain, spec.resources.finetune))
+    for name, amount in spec.resources.trial_resources.items() if trainer_stages else ():
         if not any(res.get(name, 0) >= amount for res in nodes):
             raise MixsweepError(f"resources.trial_resources: no node has {amount:g} {name!r} (start the head "
                                 f"with resources: {{{name}: 1000}}, as in cluster.yaml), so no trial could start")
@@ -189,7 +258,7 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
     """Run every pending stage of the spec; returns the plan with statuses after the run."""
     from ray import tune
 
-    from mixsweep.train.ray_jobs import ensure_ray
+    from mixsweep.train.ray_jobs import ensure_ray, runs_in_trial
 
     store = Store(spec.storage, spec.mirror)
     store.check_writable()
@@ -214,24 +283,28 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
     # Tune's default CSV/JSON/TensorBoard loggers duplicate the store and W&B, and warn on NaN metrics.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     k = concurrency(spec)
-    configs = []
+    configs, all_in_trial = [], True
     for s in pending:
+        scaling = spec.resources.pretrain if s.kind == "pretrain" else spec.resources.finetune
+        all_in_trial = all_in_trial and runs_in_trial(scaling)
         configs.append({"key": s.key, "parent": s.parent, "row": s.row(), "job": stage_job(s, spec, store),
                         "store": str(store.root), "mirror": spec.mirror, "name": stage_name(s), "group": spec.name,
-                        "job_type": s.job_type, "wandb": spec.wandb.model_dump(mode="json")})
+                        "job_type": s.job_type, "wandb": spec.wandb.model_dump(mode="json"),
+                        "trial_request": trial_request(scaling, spec.resources)})
     searcher = StageSearcher(configs, done)
-    progress = StageProgress(len(plan.stages), len(done), {s.key: stage_name(s) for s in plan.stages})
-    # A trial only waits on its TorchTrainer; Ray refuses an empty request, so it asks for a sliver of a CPU.
-    trial = {"cpu": spec.resources.trial_cpus, **spec.resources.trial_resources}
-    if not any(trial.values()):
-        trial["cpu"] = 0.01
-    trainable = tune.with_resources(run_stage, trial)
+    progress = StageProgress(len(plan.stages), len(done), {s.key: stage_name(s) for s in plan.stages}, store)
+    # In-trial stages: a finished trial's process takes the next stage (torch and the model code stay imported).
+    # Trials that drive a TorchTrainer each get a fresh process, as before.
     tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(configs), max_concurrent_trials=k),
+        tune.with_resources(run_stage, _trial_resources),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(configs), max_concurrent_trials=k,
+                                    reuse_actors=all_in_trial),
+        # max_failures: Tune restarts an in-trial stage whose process died (or whose training raised), from its
+        # last checkpoint; a TorchTrainer stage's workers are restarted by Ray Train, and its trial reports a
+        # failure instead of raising, so Tune does not run it again.
         run_config=tune.RunConfig(name=f"{spec.name}-{int(time.time())}", storage_path=str(store.root / "tune"),
                                   callbacks=[progress], verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
     )
     tuner.fit()
     _write_results(store)
@@ -239,7 +312,21 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
     counts = after.counts()
     console.print(f"{spec.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending; "
                   f"results in {store.root / 'results.parquet'}")
+    line = overhead_line(store, [c["key"] for c in configs])
+    if line:
+        console.print(f"{spec.name}: {line}")
     return after
+
+
+def overhead_line(store: Store, keys: list[str]) -> str | None:
+    """'median overhead 1.2 s per stage over 24 stages (…)' for the stages of `keys` that finished."""
+    rows = [r for r in (store.result(k) for k in keys) if r and isinstance(r.get("overhead_s"), (int, float))
+            and not math.isnan(r["overhead_s"])]
+    if not rows:
+        return None
+    med = lambda name: statistics.median(r[name] for r in rows)  # noqa: E731
+    return (f"median overhead {med('overhead_s'):.1f} s per stage over {len(rows)} stages "
+            f"(stage wall {med('stage_wall_s'):.1f} s, training loop {med('loop_s'):.1f} s)")
 
 
 def _write_results(store: Store) -> None:
