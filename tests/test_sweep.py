@@ -123,7 +123,8 @@ def test_a_trial_tune_gave_up_on_is_recorded_by_the_driver(tmp_path):
     progress.on_trial_error(0, [], trial)
     failure = store.failure("ft-1")
     assert failure["status"] == "failed" and failure["trial_id"] == "t1" and failure["kind"] == "finetune"
-    assert failure["error"] == "the trial failed 2 time(s); last: ray.exceptions.ActorDiedError: The actor died unexpectedly"
+    assert failure["error"] == ("the trial failed 2 time(s); last: "
+                                "ray.exceptions.ActorDiedError: The actor died unexpectedly")
     store.record_failure("ft-1", {"key": "ft-1", "trial_id": "t1"}, "ValueError: from the trial itself")
     progress.on_trial_error(0, [], trial)
     assert store.failure("ft-1")["error"] == "ValueError: from the trial itself"
@@ -379,4 +380,5 @@ def test_deterministic_failure_is_recorded_once_and_retried_only_when_asked(ray_
     nodes = node_ids(ray_local)
     assert not row["in_trial"] and row["trial_node"] == nodes["head"]
     assert set(row["worker_nodes"].split(",")) <= nodes["workers"]
-    assert 0 < row["loop_s"] < row["stage_wall_s"] and abs(row["overhead_s"] - (row["stage_wall_s"] - row["loop_s"])) < 1e-9
+    assert 0 < row["loop_s"] < row["stage_wall_s"]
+    assert abs(row["overhead_s"] - (row["stage_wall_s"] - row["loop_s"])) < 1e-9
