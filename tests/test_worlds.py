@@ -87,3 +87,25 @@ def test_null_world_labels_say_nothing_about_pixels(null_small):
 def test_unknown_world_is_one_line(tmp_path):
     with pytest.raises(MixsweepError, match="unknown synth world 'planet'"):
         write_synth(tmp_path, world="planet")
+
+
+def test_plan_warns_when_seeds_do_not_resample_pretraining_images(tmp_path):
+    """The confounder the null world exposed: a mixture as large as a pool gives every seed the same images."""
+    import warnings
+
+    from mixsweep.spec import parse_spec
+    from mixsweep.sweep.plan import build_plan
+    from mixsweep.sweep.store import Store
+
+    def plan(size):
+        spec = parse_spec({"name": "w", "grid": {"animal_fractions": [0.0, 1.0], "seeds": [0, 1]},
+                           "data": {"synth": {"scale": "small"}}, "preset": "tiny", "storage": str(tmp_path),
+                           "mixture": {"size": size} if size else {}})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            build_plan(spec, Store(tmp_path), write_mixtures=False)
+        return [str(w.message) for w in caught if "every seed pre-trains on the same" in str(w.message)]
+
+    full = plan(None)
+    assert full and "animal fraction 0" in full[0]
+    assert plan(20) == []

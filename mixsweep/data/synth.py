@@ -137,7 +137,8 @@ SCALES: dict[str, ScaleSpec] = {
     "small": ScaleSpec(coco_train=_kinds(60, 60, 8, 8, 8, 4, 4, 8), coco_val=_kinds(14, 14, 2, 2, 2, 2, 2, 2),
                        pet_breeds=SMALL_BREEDS, pets_per_breed=8),
     # The demo study: enough pets that a test IoU is not a handful of images, sized for minutes on a CPU.
-    "demo": ScaleSpec(coco_train=_kinds(320, 320, 8, 8, 8, 4, 4, 8), coco_val=_kinds(32, 32, 2, 2, 2, 2, 2, 2),
+    # Pools three times the demo's mixture size, so each seed pre-trains on its own draw of images.
+    "demo": ScaleSpec(coco_train=_kinds(600, 600, 8, 8, 8, 4, 4, 8), coco_val=_kinds(32, 32, 2, 2, 2, 2, 2, 2),
                       pet_breeds=SMALL_BREEDS, pets_per_breed=30),
     "medium": ScaleSpec(coco_train=_kinds(800, 800, 100, 80, 80, 40, 30, 70),
                         coco_val=_kinds(120, 120, 15, 12, 12, 6, 5, 10),

@@ -168,6 +168,7 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
     pre_recipe = spec.pretrain.model_dump(mode="json")
     ft_recipe = spec.finetune.model_dump(mode="json")
     plan = Plan(spec.name)
+    train_sets: dict[float, list[frozenset]] = {}
     for seed in spec.grid.seeds:
         subsets = {s: finetune_subset(manifest, s, seed=seed).column("name").to_pylist()
                    for s in spec.grid.finetune_fractions}
@@ -185,6 +186,7 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
             if write_mixtures and not store.mixture_path(key).is_file():
                 write_table(mix, store.mixture_path(key))
             n_train = sum(1 for s, _ in ids if s == "train")
+            train_sets.setdefault(fraction, []).append(frozenset(i for s, i in ids if s == "train"))
             job = {"kind": "pretrain", "preset": spec.preset, "seed": seed, "recipe": pre_recipe,
                    "data": {"mixture": str(store.mixture_path(key)), "images": str(paths["coco_images"]),
                             "val_images": str(paths["coco_val_images"] or paths["coco_images"]),
@@ -198,6 +200,7 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
             for s, names in subsets.items():
                 plan.stages.append(_finetune_stage(spec, store, baseline, BASELINE_METHODS[baseline], seed, None, s,
                                                    names, eval_digest + data_tag, ft_recipe, manifest_path, paths))
+    _warn_unresampled(spec, train_sets)
     for stage in plan.stages:
         if store.is_done(stage.key):
             stage.status = "done"
@@ -221,6 +224,18 @@ def _finetune_stage(spec, store, method, parent, seed, fraction, s, names, eval_
         job["init_checkpoint"] = str(store.checkpoint(parent))
     return Stage(key, "finetune", method, seed, fraction, s, parent if method == "mae" else None, job, len(names),
                  spec.finetune.epochs)
+
+
+def _warn_unresampled(spec, train_sets: dict[float, list[frozenset]]) -> None:
+    """Seeds are the replicates the report's intervals count on. If every seed pre-trains on the very same
+    images at a fraction (the mixture takes the whole pool), those intervals leave out which images were
+    drawn: two fixed image sets can differ for no reason the label gives, and the report would call that an
+    effect. Say so before anything trains."""
+    for fraction, sets in sorted(train_sets.items()):
+        if len(sets) > 1 and all(x == sets[0] for x in sets[1:]):
+            warnings.warn(f"{spec.name}: mixture: every seed pre-trains on the same {len(sets[0])} images at animal "
+                          f"fraction {fraction:g}, so intervals over seeds leave out which images were drawn; set "
+                          "mixture.size well below the smaller pool (plan shows the counts)", stacklevel=3)
 
 
 def plan_rows(plan: Plan) -> list[dict]:
