@@ -109,3 +109,22 @@ def test_plan_warns_when_seeds_do_not_resample_pretraining_images(tmp_path):
     full = plan(None)
     assert full and "animal fraction 0" in full[0]
     assert plan(20) == []
+
+
+def test_plan_cost_counts_fixed_step_epochs(tmp_path):
+    """Under fixed_steps a 0.25 fine-tune trains as many images per epoch as a full one: the cost says so."""
+    from mixsweep.spec import parse_spec
+    from mixsweep.sweep.plan import build_plan
+    from mixsweep.sweep.store import Store
+
+    def costs(schedule):
+        spec = parse_spec({"name": "c", "grid": {"animal_fractions": [1.0], "finetune_fractions": [0.25, 1.0],
+                                                 "seeds": [0]},
+                           "data": {"synth": {"scale": "small"}}, "preset": "tiny", "storage": str(tmp_path),
+                           "mixture": {"size": 20}, "finetune": {"batch_size": 8, "schedule": schedule}})
+        ft = [s for s in build_plan(spec, Store(tmp_path), write_mixtures=False).stages if s.kind == "finetune"]
+        return {s.finetune_fraction: s.gpu_hours("tiny") for s in ft}
+
+    fixed, by_epoch = costs("fixed_steps"), costs("fixed_epochs")
+    assert fixed[0.25] == pytest.approx(fixed[1.0], rel=0.15)
+    assert by_epoch[0.25] < 0.35 * by_epoch[1.0]

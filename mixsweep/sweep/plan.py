@@ -49,6 +49,7 @@ class Stage:
     epochs: int
     status: str = "pending"  # done | failed | pending
     error: str = ""
+    epoch_images: int | None = None  # images trained per epoch when not n_images (fixed_steps fine-tunes)
 
     @property
     def job_type(self) -> str:
@@ -57,7 +58,7 @@ class Stage:
     def gpu_hours(self, preset: str) -> float:
         per = SECONDS_PER_IMAGE["pretrain" if self.kind == "pretrain" else self.method]
         scale = 1.0 if self.method.startswith("resnet") else PRESET_COST.get(preset, 1.0)
-        return self.n_images * self.epochs * per * scale / 3600
+        return (self.epoch_images or self.n_images) * self.epochs * per * scale / 3600
 
     def row(self) -> dict:
         """The grid values of this stage, as the result store and W&B config carry them."""
@@ -169,6 +170,7 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
     ft_recipe = spec.finetune.model_dump(mode="json")
     plan = Plan(spec.name)
     train_sets: dict[float, list[frozenset]] = {}
+    n_full = finetune_subset(manifest, 1.0).num_rows
     for seed in spec.grid.seeds:
         subsets = {s: finetune_subset(manifest, s, seed=seed).column("name").to_pylist()
                    for s in spec.grid.finetune_fractions}
@@ -195,11 +197,13 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
                                      spec.pretrain.epochs))
             for s, names in subsets.items():
                 plan.stages.append(_finetune_stage(spec, store, "mae", key, seed, fraction, s, names,
-                                                   eval_digest + data_tag, ft_recipe, manifest_path, paths))
+                                                   eval_digest + data_tag, ft_recipe, manifest_path, paths,
+                                                   n_full))
         for baseline in spec.baselines:
             for s, names in subsets.items():
                 plan.stages.append(_finetune_stage(spec, store, baseline, BASELINE_METHODS[baseline], seed, None, s,
-                                                   names, eval_digest + data_tag, ft_recipe, manifest_path, paths))
+                                                   names, eval_digest + data_tag, ft_recipe, manifest_path, paths,
+                                                   n_full))
     _warn_unresampled(spec, train_sets)
     for stage in plan.stages:
         if store.is_done(stage.key):
@@ -210,7 +214,7 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
 
 
 def _finetune_stage(spec, store, method, parent, seed, fraction, s, names, eval_digest, ft_recipe, manifest_path,
-                    paths) -> Stage:
+                    paths, n_full: int = 0) -> Stage:
     key = "ft-" + content_key({"kind": "finetune", "parent": parent, "subset": _digest(names), "eval": eval_digest,
                                "preset": spec.preset, "head": spec.head, "recipe": ft_recipe, "seed": seed,
                                "pack_size": spec.mixture.pack_size, "code": CODE_VERSION})
@@ -222,8 +226,12 @@ def _finetune_stage(spec, store, method, parent, seed, fraction, s, names, eval_
                     "finetune_fraction": s, "subset_seed": seed}}
     if method == "mae":
         job["init_checkpoint"] = str(store.checkpoint(parent))
-    return Stage(key, "finetune", method, seed, fraction, s, parent if method == "mae" else None, job, len(names),
-                 spec.finetune.epochs)
+    stage = Stage(key, "finetune", method, seed, fraction, s, parent if method == "mae" else None, job, len(names),
+                  spec.finetune.epochs)
+    if spec.finetune.schedule == "fixed_steps":  # every size trains one full-size epoch's steps per epoch
+        batch = spec.finetune.batch_size
+        stage.epoch_images = max(1, n_full // batch) * batch
+    return stage
 
 
 def _warn_unresampled(spec, train_sets: dict[float, list[frozenset]]) -> None:
