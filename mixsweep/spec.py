@@ -92,6 +92,9 @@ class Grid(_Strict):
     animal_fractions: list[float]
     finetune_fractions: list[float] = [1.0]
     seeds: list[int]
+    # The baselines' seeds, a subset of `seeds` (None: all of them). A baseline has no animal-fraction axis and
+    # enters no effect interval, so a CPU study can afford fewer of its costly runs.
+    baseline_seeds: Optional[list[int]] = None
 
     @field_validator("animal_fractions", "finetune_fractions", mode="before")
     @classmethod
@@ -117,6 +120,16 @@ class Grid(_Strict):
         if any(s < 0 for s in v):
             raise _error("seed", f"seed {min(v)} is negative")
         return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _baseline_seeds(self):
+        if self.baseline_seeds is not None:
+            extra = sorted(set(self.baseline_seeds) - set(self.seeds))
+            if not self.baseline_seeds or extra:
+                raise ValueError(f"baseline_seeds must be a non-empty subset of seeds {self.seeds}"
+                                 + (f"; {extra} is not in it" if extra else ""))
+            object.__setattr__(self, "baseline_seeds", sorted(set(self.baseline_seeds)))
+        return self
 
     @property
     def animal(self) -> list[float]:

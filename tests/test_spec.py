@@ -140,6 +140,8 @@ def test_relative_data_paths_resolve_against_the_spec(tmp_path):
     (MINIMAL.replace("seeds: [0]", "seeds: []"), "grid.seeds: empty grid"),
     (MINIMAL.replace("[0.0, 1.0]", "[]"), "grid.animal_fractions: empty grid"),
     (MINIMAL.replace("seeds: [0]", "seeds: [-1]"), "grid.seeds: seed -1 is negative"),
+    (MINIMAL.replace("seeds: [0]", "seeds: [0], baseline_seeds: [0, 3]"),
+     "grid: Value error, baseline_seeds must be a non-empty subset of seeds [0]; [3] is not in it"),
     (MINIMAL + "preset: huge\n", "preset: unknown preset 'huge' (choose from base, small, tiny)"),
     (MINIMAL + "baselines: [resnet101]\n", "baselines.0:"),
     (MINIMAL.replace("name: t", "name: a b"), "name: String should match pattern"),

@@ -128,3 +128,18 @@ def test_plan_cost_counts_fixed_step_epochs(tmp_path):
     fixed, by_epoch = costs("fixed_steps"), costs("fixed_epochs")
     assert fixed[0.25] == pytest.approx(fixed[1.0], rel=0.15)
     assert by_epoch[0.25] < 0.35 * by_epoch[1.0]
+
+
+def test_baseline_seeds_thin_only_the_baselines(tmp_path):
+    """grid.baseline_seeds runs the costly baselines on fewer seeds; the MAE stages keep every seed."""
+    from mixsweep.spec import parse_spec
+    from mixsweep.sweep.plan import build_plan
+    from mixsweep.sweep.store import Store
+
+    spec = parse_spec({"name": "b", "grid": {"animal_fractions": [0.0, 1.0], "seeds": [0, 1, 2],
+                                             "baseline_seeds": [2, 0]},
+                       "baselines": ["resnet18"], "data": {"synth": {"scale": "small"}}, "preset": "tiny",
+                       "storage": str(tmp_path), "mixture": {"size": 20}})
+    stages = build_plan(spec, Store(tmp_path), write_mixtures=False).stages
+    assert sorted(s.seed for s in stages if s.method == "resnet18") == [0, 2]
+    assert sorted({s.seed for s in stages if s.method == "mae"}) == [0, 1, 2]

@@ -199,7 +199,7 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
                 plan.stages.append(_finetune_stage(spec, store, "mae", key, seed, fraction, s, names,
                                                    eval_digest + data_tag, ft_recipe, manifest_path, paths,
                                                    n_full))
-        for baseline in spec.baselines:
+        for baseline in spec.baselines if spec.grid.baseline_seeds is None or seed in spec.grid.baseline_seeds else ():
             for s, names in subsets.items():
                 plan.stages.append(_finetune_stage(spec, store, baseline, BASELINE_METHODS[baseline], seed, None, s,
                                                    names, eval_digest + data_tag, ft_recipe, manifest_path, paths,
