@@ -61,7 +61,7 @@ def run_sweep_demo(spec_path: Path | None = None, world: str = "planted", world_
     for name, path in paths.items():
         t.add_row(name, str(path))
     console.print(t)
-    from mixsweep.sweep.tracking import sync_command
+    from mixsweep.tracking import sync_command
 
     console.print(f"W&B runs are offline; upload them with: {sync_command(Path(spec.storage))}")
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")

@@ -139,6 +139,24 @@ def log_report(tracker: Tracker, *, group: str, table: pd.DataFrame, plots: list
                      job_type="report", config={"sweep": group})
 
 
+def artifact_inputs(config: dict) -> list[dict]:
+    """The input artifacts a run declares (config key `inputs`): {"name": "pt-…:latest"} for a logged one, or
+    {"name", "type", "reference"} for one made here by reference (a mixture's image list)."""
+    return [dict(i) for i in (config.get("inputs") or []) if isinstance(i, dict) and i.get("name")]
+
+
+def declare_inputs(run: Any, wandb: Any, inputs: list[dict]) -> None:
+    """`run.use_artifact` for each input: online only (wandb refuses it offline; `mixsweep sync` declares those
+    after the upload, by resuming the synced run online)."""
+    for item in inputs:
+        if item.get("reference"):
+            artifact = wandb.Artifact(item["name"], type=item.get("type", "dataset"))
+            artifact.add_reference(item["reference"], checksum=False)
+            run.use_artifact(artifact)
+        else:
+            run.use_artifact(item["name"])
+
+
 def read_offline_run(run_dir: Path | str) -> dict:
     """A finished local run read back through wandb's own transaction-log reader (`wandb leet inspect --json`).
 

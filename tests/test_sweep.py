@@ -171,7 +171,7 @@ def test_sweep_runs_every_stage_once_and_logs_it(ray_local, swept):
             assert 0 <= store.result(s.key)["test_miou"] <= 1
             assert store.checkpoint(s.parent).is_file()
     # One offline W&B run per stage, with its per-epoch history readable through wandb's own files.
-    from mixsweep.sweep.tracking import read_offline_history
+    from mixsweep.tracking import read_offline_history
 
     runs = sorted((store.root / "wandb").glob("offline-run-*"))
     assert len(runs) == 6

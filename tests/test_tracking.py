@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mixsweep.sweep import tracking
-from mixsweep.sweep.tracking import Tracker, TrackingWarning
+from mixsweep import tracking
+from mixsweep.tracking import Tracker, TrackingWarning
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real key, valid nowhere
 

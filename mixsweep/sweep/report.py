@@ -24,7 +24,7 @@ def make_report(spec, console: Console | None = None) -> dict[str, Path]:
     sentence to the terminal.
     """
     from mixsweep.report.build import write_report
-    from mixsweep.sweep import tracking
+    from mixsweep import tracking
 
     results, histories, store, _ = spec_results(spec)
     out = store.root / "reports" / spec.name

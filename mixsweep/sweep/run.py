@@ -59,7 +59,7 @@ def run_stage(config: dict) -> dict:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from mixsweep.sweep import tracking
+    from mixsweep import tracking
     from mixsweep.train.config import parse_job
     from mixsweep.train.ray_jobs import read_placement, run_in_trial, run_with_ray, runs_in_trial
 
