@@ -41,6 +41,7 @@ Sweeps, from sweeps/*.yaml (Ray Tune; one pre-training feeds every fine-tune; on
   mixsweep plan SPEC        stage graph: keys, done / pending, estimated GPU-hours
   mixsweep run SPEC         run the pending stages
   mixsweep report SPEC      Table 2, plots with 95% CIs over seeds, W&B report run
+  mixsweep sync SPEC        upload the sweep's W&B offline runs and declare their inputs (idempotent)
   mixsweep suggest SPEC     the next fractions to run, as a snippet to paste
   mixsweep demo             the demo study on a synthetic world (--world planted|null), then its report
 """
@@ -263,6 +264,18 @@ def cmd_report(args: argparse.Namespace) -> None:
         console.print(f"{name}: {path}")
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from mixsweep.spec import load_spec
+    from mixsweep.sweep.store import Store
+    from mixsweep.sweep.sync import sync_store
+
+    spec = load_spec(args.spec)
+    return sync_store(Store(spec.storage, spec.mirror), spec.wandb.model_dump(mode="json"),
+                      timeout_s=args.timeout, dry_run=args.dry_run,
+                      say=lambda line: console.print(line, markup=False, soft_wrap=True),
+                      shout=lambda line: err_console.print(line, markup=False, soft_wrap=True))
+
+
 def cmd_suggest(args: argparse.Namespace) -> None:
     from mixsweep.spec import load_spec
     from mixsweep.sweep.report import suggest_snippet
@@ -393,6 +406,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", type=Path)
     s.set_defaults(func=cmd_report)
 
+    s = sub.add_parser("sync", help="upload the sweep's W&B offline runs and declare their inputs",
+                       description="Upload every W&B offline run of the spec's store (<storage>/wandb/offline-run-*, "
+                                   "and <mirror>/wandb/ when the mirror is a local path; a URI mirror's runs that "
+                                   "the store lacks are copied into the store first) with wandb's own `wandb "
+                                   "sync`, then declare each uploaded run's input artifacts by resuming it online "
+                                   "(offline runs cannot). Idempotent: a run wandb marked as synced "
+                                   "(run-<id>.wandb.synced) is not sent again, nor are inputs declared twice "
+                                   "(.mixsweep-inputs-declared); with nothing left it prints 'nothing to sync'. "
+                                   "Runs without an exit record (still running) are left for later. Needs a W&B "
+                                   "API key (WANDB_API_KEY or `wandb login`); without one it says how many runs "
+                                   "wait and exits with status 2. Status 1: some run was not uploaded or its "
+                                   "inputs not declared (rerun to retry).")
+    s.add_argument("spec", type=Path, help="sweep spec YAML (sweeps/*.yaml), loaded as `mixsweep report` does")
+    s.add_argument("--timeout", type=_positive_int, default=1800,
+                   help="seconds `wandb sync` may take in all before it is stopped (default 1800)")
+    s.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
+    s.set_defaults(func=cmd_sync)
+
     s = sub.add_parser("suggest", help="propose the next animal fractions to run",
                        description="Where the CI is widest or the curve bends most: a grid snippet to paste.")
     s.add_argument("spec", type=Path)
@@ -432,14 +463,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.showwarning = _one_line_warnings
     try:
-        args.func(args)
+        status = args.func(args)  # a command may return its exit status
     except MixsweepError as e:
         err_console.print(f"mixsweep: error: {e}", markup=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("mixsweep: interrupted", markup=False)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class Tracker:
     mode: str = "auto"
     root: Path = field(default_factory=Path.cwd)
     timeout_s: float = 30.0  # server check and wandb.init; uploads at finish get 10x
+    flush_s: float | None = None  # offline run file flush interval (wandb's default: 15 s)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -123,17 +124,29 @@ def log_stage(tracker: Tracker, *, key: str, name: str, group: str, job_type: st
                      config={"stage_key": key, **_plain(config)})
 
 
-def log_report(tracker: Tracker, *, group: str, table: pd.DataFrame, plots: list[Path],
-               name: str = "report") -> Path | None:
-    """Log a sweep's report as one run (job_type "report"): the results table and the plots."""
+def log_report(tracker: Tracker, *, group: str, table: pd.DataFrame, plots: list[Path], name: str = "report",
+               effects: list[dict] | None = None, sentence: str | None = None,
+               curves: dict[str, pd.DataFrame] | None = None) -> Path | None:
+    """Log a sweep's report as one run (job_type "report"): the results table, the plots as images, each of
+    `curves` (metric -> `analyze.curve_lines` frame) as a native W&B line plot under `curve/<metric>`, and
+    `effects` (`analyze.effect` entries) with their `sentence` in the summary under `effect/ft<fraction>/…`."""
     what = f"report {group}"
 
     def body(run: Any, wandb: Any) -> None:
+        row = {**_images(wandb, plots, "plots", what)}
         try:
-            results = wandb.Table(dataframe=table)
-        except Exception:  # lists, paths, mixed columns: wandb.Table wants plain cells
-            results = wandb.Table(dataframe=table.astype(str))
-        run.log({"results": results, **_images(wandb, plots, "plots", what)}, step=0)
+            row["results"] = _table(wandb, table)
+        except Exception as e:
+            _warn(f"W&B: {what}: results table skipped: {_brief(e)}")
+        for metric, lines in (curves or {}).items():
+            try:
+                chart = _table(wandb, lines)
+                row[f"curve/{metric}"] = wandb.plot.line(chart, "animal_fraction", metric, stroke="line",
+                                                         title=f"{metric} against animal fraction (seed mean)")
+            except Exception as e:
+                _warn(f"W&B: {what}: curve of {metric} skipped: {_brief(e)}")
+        run.log(row, step=0)
+        run.summary.update(_effect_summary(effects or [], sentence))
 
     return _with_run(tracker, what, body, id=run_id(f"report-{group}"), name=name, group=group,
                      job_type="report", config={"sweep": group})
@@ -157,18 +170,50 @@ def declare_inputs(run: Any, wandb: Any, inputs: list[dict]) -> None:
             run.use_artifact(item["name"])
 
 
+def run_folders(root: Path | str, run_id: str) -> list[Path]:
+    """Every local folder of one run id under root/wandb (one per attempt that logged it), oldest first."""
+    folder = Path(root) / "wandb"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(("offline-run-", "run-"))
+                  and (p.name.endswith(f"-{run_id}") or p.name.endswith(f"-{run_id}-offline")))
+
+
+def log_outputs(tracker: Tracker, *, key: str, artifacts: list[dict]) -> Path | None:
+    """Add reference artifacts (name, type, reference, aliases, metadata) to a stage's finished run, resumed."""
+    def body(run: Any, wandb: Any) -> None:
+        for a in artifacts:
+            artifact = wandb.Artifact(a["name"], type=a["type"], metadata=_plain(a.get("metadata") or {}))
+            artifact.add_reference(a["reference"], checksum=False)  # a reference: no bytes hashed or uploaded
+            run.log_artifact(artifact, aliases=list(a.get("aliases") or []))
+
+    return _with_run(tracker, f"stage {key} artifacts", body, id=run_id(key), resume="allow") if artifacts else None
+
+
+def log_failure(tracker: Tracker, *, key: str, name: str, group: str, job_type: str, error: str) -> Path | None:
+    """Mark a stage's run as failed (exit code 1, the error in its summary): for failures before it trained."""
+    def body(run: Any, wandb: Any) -> None:
+        run.summary["error"] = error[:1000]
+
+    return _with_run(tracker, f"stage {key}", body, exit_code=1, id=run_id(key), name=name, group=group,
+                     job_type=job_type, resume="allow")
+
+
 def read_offline_run(run_dir: Path | str) -> dict:
     """A finished local run read back through wandb's own transaction-log reader (`wandb leet inspect --json`).
 
-    Returns run_id, name, project, group, job_type, config, history (rows with _step), summary, exit_code.
+    Returns run_id, name, project, entity, group, job_type, config, history (rows with _step), summary,
+    exit_code, tags, artifacts (logged ones: name, type, aliases, references), and visualize: chart key -> W&B panel config of each `wandb.plot` chart the run logged (wandb
+    keeps those under the config's `_wandb`, which is left out of `config`).
     """
-    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)]
-    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    done = subprocess.run(_inspect_command(Path(run_dir)), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"`wandb leet inspect` failed on {run_dir} (needs wandb >= 0.31): "
                            f"{(done.stderr or done.stdout).strip()[-500:]}")
-    out: dict[str, Any] = {"run_id": None, "name": None, "project": None, "group": None, "job_type": None,
-                           "config": {}, "history": [], "summary": {}, "exit_code": None}
+    out: dict[str, Any] = {"run_id": None, "name": None, "project": None, "entity": None, "group": None,
+                           "job_type": None, "config": {}, "history": [], "summary": {}, "exit_code": None,
+                           "visualize": {}, "tags": [], "artifacts": []}
     for line in done.stdout.splitlines():
         if not line.strip():
             continue
@@ -177,8 +222,13 @@ def read_offline_run(run_dir: Path | str) -> dict:
         body = record.get(kind) or {}
         if kind == "run":
             out.update(run_id=body.get("run_id"), name=body.get("display_name"), project=body.get("project"),
-                       group=body.get("run_group"), job_type=body.get("job_type"))
+                       entity=body.get("entity") or None, group=body.get("run_group"), job_type=body.get("job_type"),
+                       tags=list(body.get("tags") or []))
             _apply(out["config"], body.get("config") or {})
+        elif kind == "artifact":  # a logged (output) artifact: name, type, aliases, references
+            out["artifacts"].append({"name": body.get("name"), "type": body.get("type"),
+                                     "aliases": list(body.get("aliases") or []),
+                                     "references": [e.get("ref") for e in (body.get("manifest") or {}).get("contents", [])]})
         elif kind == "config":
             _apply(out["config"], body)
         elif kind == "summary":
@@ -187,7 +237,14 @@ def read_offline_run(run_dir: Path | str) -> dict:
             out["history"].append(body.get("item") or {})
         elif kind == "exit":
             out["exit_code"] = body.get("exit_code", 0)
-    out["config"].pop("_wandb", None)
+    # A chart's panel arrives as a dotted key ("_wandb.visualize.<chart>"), not nested under "_wandb".
+    internal = out["config"].pop("_wandb", None)
+    if isinstance(internal, dict):
+        out["visualize"].update(internal.get("visualize") or {})
+    for key in [k for k in out["config"] if k.startswith("_wandb.")]:
+        value = out["config"].pop(key)
+        if key.startswith("_wandb.visualize."):
+            out["visualize"][key[len("_wandb.visualize."):]] = value
     return out
 
 
@@ -196,10 +253,109 @@ def read_offline_history(run_dir: Path | str) -> list[dict]:
     return read_offline_run(run_dir)["history"]
 
 
+def read_offline_table(run_dir: Path | str, key: str, run: dict | None = None) -> pd.DataFrame:
+    """The table a finished local run logged under `key` (a `wandb.plot` chart's is `<chart>_table`), read
+    from the file its summary entry names. `run`: the run's `read_offline_run` record, if already read."""
+    import pandas as pd
+
+    run = read_offline_run(run_dir) if run is None else run
+    if run["summary"].get(f"{key}._type") != "table-file":
+        raise KeyError(f"{run_dir}: no table logged under {key!r}")
+    data = json.loads((Path(run_dir) / "files" / run["summary"][f"{key}.path"]).read_text())
+    return pd.DataFrame(data["data"], columns=data["columns"])
+
+
+def declare_synced_inputs(wandb: Any, tracker: Tracker, run: dict) -> list[str]:
+    """Declare an uploaded offline run's input artifacts (config `inputs`) by resuming it online.
+
+    `run` is the run's `read_offline_run` record; its project and entity win over the tracker's. Returns the
+    names declared, [] (and nothing started) when it has none. Raises when W&B refuses: the caller retries.
+    """
+    from dataclasses import replace
+
+    inputs = artifact_inputs(run.get("config") or {})
+    if not inputs:
+        return []
+    online = replace(tracker, project=run.get("project") or tracker.project,
+                     entity=run.get("entity") or tracker.entity, mode="online")
+    live = _init(wandb, online, "online", id=run["run_id"], resume="must")
+    try:
+        declare_inputs(live, wandb, inputs)
+    finally:
+        live.finish()
+    return [item["name"] for item in inputs]
+
+
+def _table(wandb: Any, frame: pd.DataFrame) -> Any:
+    """A wandb.Table of plain cells. wandb types each column and refuses a row that breaks the type, so a
+    column mixing numbers, strings or bools becomes text throughout."""
+    columns = [[_cell(v) for v in frame.iloc[:, j].tolist()] for j in range(frame.shape[1])]
+    for j, col in enumerate(columns):
+        kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else str
+                 for v in col if v is not None}
+        if len(kinds) > 1:
+            columns[j] = [None if v is None else str(v) for v in col]
+    rows = [list(r) for r in zip(*columns)] if columns else []
+    return wandb.Table(columns=[str(c) for c in frame.columns], data=rows)
+
+
+def _cell(v: Any) -> Any:
+    """A number, string, bool or None (for NaN, inf and missing); lists and dicts as JSON, the rest as text."""
+    import math
+
+    if hasattr(v, "tolist"):  # numpy scalars and arrays
+        v = v.tolist()
+    if v is None or isinstance(v, (str, bool, int)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v, default=str)
+    if type(v).__name__ in ("NAType", "NaTType"):
+        return None
+    return str(v)
+
+
+def _effect_summary(effects: list[dict], sentence: str | None) -> dict:
+    """`analyze.effect` entries as flat summary keys, effect/ft<fraction, 0_25>/<name>; non-finite numbers as None."""
+    out: dict[str, Any] = {}
+    for e in effects:
+        # no dot in the key: W&B reads dotted summary keys as nesting
+        at = f"effect/ft{float(e['finetune_fraction']):g}".replace(".", "_")
+        (low, high), (slope_low, slope_high) = e["ci"], e["slope_ci"]
+        values = {"metric": e.get("metric"), "diff": e["diff"], "ci_low": low, "ci_high": high,
+                  "slope": e["slope"], "slope_ci_low": slope_low, "slope_ci_high": slope_high,
+                  "detected": e["effect"] == "detected", "effect": e["effect"], "direction": e.get("direction"),
+                  "n_seeds": e.get("n_seeds"), "n_seeds_slope": e.get("n_seeds_slope"),
+                  "mean_low": e.get("mean_low"), "mean_high": e.get("mean_high")}
+        if e.get("fractions"):
+            values["fraction_low"], values["fraction_high"] = e["fractions"]
+        out.update({f"{at}/{k}": _cell(v) for k, v in values.items()})
+    if sentence:
+        out["effect/sentence"] = sentence
+    return out
+
+
 # --- internals -------------------------------------------------------------------------------------------------
 
 
-def _with_run(tracker: Tracker, what: str, body: Callable[[Any, Any], None], **init_args: Any) -> Path | None:
+def _inspect_command(run_dir: Path) -> list[str]:
+    """wandb-core's own `leet inspect`, called directly (milliseconds; `python -m wandb leet` starts Python and
+    wandb first, about a second), else through the CLI."""
+    files = sorted(run_dir.glob("*.wandb")) if run_dir.is_dir() else []
+    try:
+        from wandb.util import get_core_path
+
+        if files:
+            return [get_core_path(), "leet", "inspect", "--no-observability", "--json", "--run-file",
+                    str(files[0].resolve()), str(run_dir.resolve().parent)]
+    except Exception:
+        pass
+    return [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)]
+
+
+def _with_run(tracker: Tracker, what: str, body: Callable[[Any, Any], None], exit_code: int = 0,
+              **init_args: Any) -> Path | None:
     try:
         mode = resolve_mode(tracker.mode)
         if mode == "disabled":
@@ -211,7 +367,7 @@ def _with_run(tracker: Tracker, what: str, body: Callable[[Any, Any], None], **i
         try:
             body(run, wandb)
         finally:
-            run.finish()
+            run.finish(exit_code=exit_code)
         return Path(run.dir).parent
     except Exception as e:
         _warn(f"W&B: {what} not logged: {_brief(e)}")
@@ -250,6 +406,8 @@ def _init(wandb: Any, tracker: Tracker, mode: str, **init_args: Any) -> Any:
     fields = getattr(wandb.Settings, "model_fields", {})
     wanted = dict(silent=True, console="off", save_code=False, disable_git=True, x_disable_stats=True,
                   init_timeout=float(tracker.timeout_s), finish_timeout=10.0 * tracker.timeout_s)
+    if tracker.flush_s is not None:
+        wanted["x_transaction_log_flush_interval"] = float(tracker.flush_s)
     settings = wandb.Settings(**{k: v for k, v in wanted.items() if k in fields})
     # mode="offline" alone may still ask for a key (seen with Ray's setup_wandb); the variable never does.
     with _env(WANDB_MODE=mode):

@@ -17,7 +17,7 @@ def test_help_names_every_step(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     for step in ("data synth", "data coco-index", "data mix", "data pets", "data pack", "demo", "train pretrain",
-                 "plan SPEC", "run SPEC", "report SPEC", "suggest SPEC"):
+                 "plan SPEC", "run SPEC", "report SPEC", "suggest SPEC", "sync SPEC"):
         assert step in text
     data = build_parser()._subparsers._group_actions[0].choices["data"]
     assert set(data._subparsers._group_actions[0].choices) == {"coco-index", "mix", "pets", "synth", "pack"}

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import finetune_config, node_ids, pretrain_config
+from mixsweep import tracking
 from mixsweep.errors import MixsweepError
 from mixsweep.train.config import ScalingSettings, parse_job
 from mixsweep.train.loop import load_state, read_metrics
@@ -39,28 +40,61 @@ def kill_a_worker_mid_epoch(run_dir, seen: dict, timeout: float = 180) -> None:
         time.sleep(0.01)
 
 
+def watch_live_run(root, run_id: str, seen: dict, timeout: float = 180) -> None:
+    """Read the stage's offline W&B run (wandb's own reader) until it holds an epoch while the run is still open
+    (no exit record yet); record what was read then."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and "live" not in seen:
+        for folder in tracking.run_folders(root, run_id):
+            try:
+                run = tracking.read_offline_run(folder)
+            except Exception:  # the file is being created
+                continue
+            if run["history"] and run["exit_code"] is None:
+                seen["live"] = [r["_step"] for r in run["history"]]
+                return
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def ddp_runs(ray_local, train_inputs, tmp_path_factory):
     """The same 2-worker pre-training three times: both ranks on one node, spread over two nodes, and
-    packed again, with its storage given as a URI, with rank 1 SIGKILLed in the middle of epoch 1."""
+    packed again, with its storage given as a URI, with rank 1 SIGKILLed in the middle of epoch 1. The packed and
+    the killed runs log live to W&B (offline) from rank 0."""
     storage = tmp_path_factory.mktemp("ray-runs")
     out = {}
     for name, strategy, run in (("packed", "PACK", {}), ("spread", "STRICT_SPREAD", {}),
                                 ("killed", "PACK", {"max_failures": 1})):
         cfg = pretrain_config(train_inputs, storage, name, **run)
         cfg["scaling"] = two_workers(strategy)
+        if name != "spread":
+            cfg["tracking"] = {"mode": "offline", "root": str(storage), "run_id": f"pt-{name}", "flush_s": 0.1}
         if name == "killed":  # storage as a URI, the way train_storage: s3://... reaches Ray on a cluster
             cfg["run"].update(storage=f"file://{storage}", artifacts=str(storage / name))
         seen: dict = {}
-        killer = None
+        watcher = None
         if name == "killed":
-            killer = threading.Thread(target=kill_a_worker_mid_epoch, args=(storage / name, seen), daemon=True)
-            killer.start()
+            watcher = threading.Thread(target=kill_a_worker_mid_epoch, args=(storage / name, seen), daemon=True)
+        elif name == "packed":
+            watcher = threading.Thread(target=watch_live_run, args=(storage, "pt-packed", seen), daemon=True)
+        if watcher is not None:
+            watcher.start()
         t0 = time.time()
-        out[name] = {**run_with_ray(parse_job(cfg)), "seen": seen, "seconds": time.time() - t0}
-        if killer is not None:
-            killer.join(timeout=5)
+        out[name] = {**run_with_ray(parse_job(cfg)), "seen": seen, "seconds": time.time() - t0, "wandb": storage}
+        if watcher is not None:
+            watcher.join(timeout=5)
     return out
+
+
+def test_the_w_and_b_run_shows_epochs_while_the_stage_trains(ddp_runs):
+    packed = ddp_runs["packed"]
+    assert packed["seen"].get("live"), "no epoch was in the offline run while the stage still ran"
+    assert packed["seen"]["live"][0] == 0
+    folders = tracking.run_folders(packed["wandb"], "pt-packed")
+    assert len(folders) == 1  # rank 0 alone logs: one run, not one per worker
+    run = tracking.read_offline_run(folders[0])
+    assert [r["_step"] for r in run["history"]] == [0, 1, 2] and run["exit_code"] == 0
+    assert run["history"][0]["train_loss"] == pytest.approx(read_metrics(packed["run_dir"])[0]["train_loss"])
 
 
 def _same_weights(a: dict, b: dict) -> None:
@@ -93,6 +127,12 @@ def test_worker_sigkill_mid_epoch_resumes_from_checkpoint(ddp_runs):
     assert seen["pid"] not in {w["pid"] for w in read_placement(killed["run_dir"])}
     assert [m["epoch"] for m in read_metrics(killed["run_dir"])] == [0, 1, 2]
     _same_weights(load_state(ddp_runs["packed"]["checkpoint"]), load_state(killed["checkpoint"]))
+    # The restarted group's rank 0 resumed the same W&B run: every epoch once over the attempts' files.
+    runs = [tracking.read_offline_run(f) for f in tracking.run_folders(killed["wandb"], "pt-killed")]
+    # (the killed attempt's file may hold nothing: wandb had not flushed it yet)
+    assert 1 <= len(runs) <= 2 and {r["run_id"] for r in runs} - {None} == {"pt-killed"}
+    assert sorted(r["_step"] for run in runs for r in run["history"]) == [0, 1, 2]
+    assert runs[-1]["exit_code"] == 0
 
 
 def test_two_worker_finetune_from_the_ray_checkpoint(ray_local, train_inputs, ddp_runs, tmp_path):

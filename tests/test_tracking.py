@@ -189,3 +189,131 @@ def test_missing_or_broken_picture_is_skipped(tmp_path):
     last = tracking.read_offline_history(run_dir)[-1]
     assert "pictures/good._type" in last and not any(k.startswith(("pictures/missing", "pictures/broken"))
                                                      for k in last)
+
+
+# --- the report run: results table, degradation curve as W&B line plots, effect numbers -----------------------
+
+SEEDS = (0, 1, 2)
+FRACS = (0.0, 0.5, 1.0)
+# Per-seed offsets and small per-run wobbles, fixed by hand so the answer is known: at fine-tune 1 IoU
+# rises 0.2 per unit F (detected); at fine-tune 0.25 it is flat (not detected); fine-tune 0.1 has one seed.
+OFFSET = {0: 0.00, 1: 0.03, 2: -0.02}
+WOBBLE = {(0, 0.0): 0.004, (0, 0.5): -0.003, (0, 1.0): 0.002, (1, 0.0): -0.002, (1, 0.5): 0.001,
+          (1, 1.0): 0.004, (2, 0.0): 0.003, (2, 0.5): 0.0, (2, 1.0): 0.002}
+SLOPE = {1.0: 0.2, 0.25: 0.0, 0.1: 0.1}
+BASELINE = {"supervised_mae": 0.55, "resnet18": 0.45}
+
+
+def _results() -> pd.DataFrame:
+    rows = []
+    for s in SEEDS:
+        for f in FRACS:
+            rows.append({"key": f"pre-{f}-{s}", "kind": "pretrain", "method": "mae", "status": "done",
+                         "animal_fraction": f, "finetune_fraction": np.nan, "seed": s, "test_iou_binary": np.nan,
+                         "test_miou": np.nan, "notes": None})
+            for ft, slope in SLOPE.items():
+                if ft == 0.1 and s != 0:
+                    continue
+                iou = 0.5 + slope * f + OFFSET[s] + WOBBLE[(s, f)]
+                rows.append({"key": f"ft-{f}-{ft}-{s}", "kind": "finetune", "method": "mae", "status": "done",
+                             "animal_fraction": f, "finetune_fraction": ft, "seed": s, "test_iou_binary": iou,
+                             "test_miou": iou - 0.1, "notes": ["a list", s]})  # a list cell must not break it
+        for method, level in BASELINE.items():
+            for ft in (1.0, 0.25):
+                rows.append({"key": f"{method}-{ft}-{s}", "kind": "finetune", "method": method, "status": "done",
+                             "animal_fraction": np.nan, "finetune_fraction": ft, "seed": s,
+                             "test_iou_binary": level + OFFSET[s], "test_miou": level - 0.1, "notes": "text"})
+    rows.append({"key": "bad", "kind": "finetune", "method": "mae", "status": "failed", "animal_fraction": 1.0,
+                 "finetune_fraction": 1.0, "seed": 0, "test_iou_binary": -50.0, "test_miou": -50.0, "notes": None})
+    return pd.DataFrame(rows)
+
+
+def _by_hand(ft: float) -> dict:
+    """The effect numbers at one fine-tune fraction, straight from the formulas (not from analyze)."""
+    from scipy import stats
+
+    seeds = SEEDS if ft != 0.1 else (0,)
+    y = {s: [0.5 + SLOPE[ft] * f + OFFSET[s] + WOBBLE[(s, f)] for f in FRACS] for s in seeds}
+    diffs = np.array([y[s][-1] - y[s][0] for s in seeds])
+    slopes = np.array([np.polyfit(FRACS, y[s], 1)[0] for s in seeds])
+
+    def interval(v):
+        if v.size < 2:
+            return None, None
+        half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+        return v.mean() - half, v.mean() + half
+
+    (dl, dh), (sl, sh) = interval(diffs), interval(slopes)
+    detected = dl is not None and bool((dl > 0 and sl > 0) or (dh < 0 and sh < 0))
+    return {"diff": diffs.mean(), "ci_low": dl, "ci_high": dh, "slope": slopes.mean(), "slope_ci_low": sl,
+            "slope_ci_high": sh, "detected": detected}
+
+
+def test_report_run_holds_effect_curve_and_table(tmp_path):
+    from mixsweep.report.analyze import effect, effect_sentence, report_curves
+
+    results = _results()
+    entries = effect(results)  # what make_report passes
+    tracker = Tracker(project="mixsweep-test", entity=None, mode="offline", root=tmp_path)
+    run_dir = tracking.log_report(tracker, group="study", table=results, plots=[_png(tmp_path / "iou.png")],
+                                  effects=entries, sentence=effect_sentence(entries), curves=report_curves(results))
+    assert run_dir is not None
+    run = tracking.read_offline_run(run_dir)
+    summary = run["summary"]
+    assert run["job_type"] == "report" and run["run_id"] == tracking.run_id("report-study")
+    assert run["config"] == {"sweep": "study"}  # wandb's chart bookkeeping is not in the config
+
+    # the effect numbers, per fine-tune fraction
+    for ft, tag in ((1.0, "ft1"), (0.25, "ft0_25"), (0.1, "ft0_1")):
+        want = _by_hand(ft)
+        for name, value in want.items():
+            got = summary[f"effect/{tag}/{name}"]
+            if value is None:
+                assert got is None, (tag, name)  # one seed: no interval, written as null
+            elif isinstance(value, bool):
+                assert got is value, (tag, name)
+            else:
+                assert got == pytest.approx(value, abs=1e-9), (tag, name)
+        assert summary[f"effect/{tag}/effect"] == ("detected" if want["detected"] else "not detected")
+    assert summary["effect/ft1/detected"] is True and summary["effect/ft0_25/detected"] is False
+    assert summary["effect/ft1/direction"] == "higher animal fraction is better"
+    assert summary["effect/sentence"].startswith("Effect of the animal fraction on test IoU (binary): detected")
+
+    # the curve: a native line plot (Vega panel wandb/line/v0) over a table of the results' seed means
+    for metric in ("test_iou_binary", "test_miou"):
+        panel = run["visualize"][f"curve/{metric}"]
+        assert panel["panel_type"] == "Vega2"
+        assert panel["panel_config"]["panelDefId"] == "wandb/line/v0"
+        assert panel["panel_config"]["fieldSettings"] == {"x": "animal_fraction", "y": metric, "stroke": "line"}
+        table_key = panel["panel_config"]["userQuery"]["queryFields"][0]["fields"][-1]["args"][0]["value"]
+        assert table_key == f"curve/{metric}_table" and summary[f"{table_key}._type"] == "table-file"
+    curve = tracking.read_offline_table(run_dir, "curve/test_iou_binary_table", run)
+    lines = dict(tuple(curve.groupby("line")))
+    assert sorted(lines) == ["MAE, fine-tune 0.1", "MAE, fine-tune 0.25", "MAE, fine-tune 1",
+                             "ResNet-18, fine-tune 0.25", "ResNet-18, fine-tune 1",
+                             "Supervised MAE, fine-tune 0.25", "Supervised MAE, fine-tune 1"]
+    mae = lines["MAE, fine-tune 1"].set_index("animal_fraction")["test_iou_binary"]
+    for f in FRACS:  # seed mean of the finished runs (the failed F=1 run's -50 is not in it)
+        assert mae[f] == pytest.approx(np.mean([0.5 + 0.2 * f + OFFSET[s] + WOBBLE[(s, f)] for s in SEEDS]))
+    flat = lines["ResNet-18, fine-tune 1"]
+    assert flat["animal_fraction"].tolist() == [0.0, 1.0]  # across the fraction range, at the seed mean
+    assert flat["test_iou_binary"].tolist() == pytest.approx([0.45 + np.mean(list(OFFSET.values()))] * 2)
+    assert flat["ci_low"].notna().all() and lines["MAE, fine-tune 0.1"]["ci_low"].isna().all()
+
+    # the results table: every row and column, plain cells
+    (row,) = run["history"]
+    assert row["results._type"] == "table-file" and row["results.nrows"] == len(results)
+    back = tracking.read_offline_table(run_dir, "results", run)
+    assert list(back.columns) == list(results.columns)
+    assert pd.isna(back["test_iou_binary"][0]) and back["test_iou_binary"][1] == pytest.approx(0.504)
+    assert back["notes"][1] == '["a list", 0]' and pd.isna(back["notes"][0])
+    assert row["plots/iou._type"] == "image-file"
+
+
+def test_table_cells_are_plain():
+    """A column mixing numbers and text (wandb would refuse the row) becomes text; NaN and inf become None."""
+    import wandb
+
+    frame = pd.DataFrame({"x": [1, "two", None], "y": [0.5, np.nan, np.inf], "z": [Path("/a"), {"k": 1}, (1, 2)]})
+    table = tracking._table(wandb, frame)
+    assert table.data == [["1", 0.5, "/a"], ["two", None, '{"k": 1}'], [None, None, "[1, 2]"]]

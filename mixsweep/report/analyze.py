@@ -208,6 +208,40 @@ def fits(results: pd.DataFrame, metric: str) -> dict[float, CurveFit]:
             for ft, g in df.groupby("finetune_fraction", sort=True)}
 
 
+def curve_lines(results: pd.DataFrame, metric: str = "test_iou_binary", ci: float = 0.95) -> pd.DataFrame:
+    """The degradation curve as points of named lines: `metric` (seed mean) against animal fraction.
+
+    One line per fine-tune fraction for the MAE fine-tunes, one point per animal fraction; one flat line per
+    baseline and fine-tune fraction, at its seed mean, drawn at both ends of the MAE fractions' range (a
+    baseline has no animal fraction). Columns: line, method, finetune_fraction, animal_fraction, `metric`,
+    ci_low, ci_high, n_seeds. Empty when no finished fine-tune has `metric`.
+    """
+    cols = ["line", "method", "finetune_fraction", "animal_fraction", metric, "ci_low", "ci_high", "n_seeds"]
+    agg = aggregate(results, metric, ci=ci)
+    if agg.empty:
+        return pd.DataFrame(columns=cols)
+    mae = agg["method"] == "mae"
+    span = agg.loc[mae, "animal_fraction"].dropna()
+    if span.empty:  # baselines only: span the fractions the sweep has anywhere, else all of [0, 1]
+        span = clean(results)["animal_fraction"].dropna()
+    ends = (float(span.min()), float(span.max())) if not span.empty else (0.0, 1.0)
+    rows = []
+    for _, a in agg.iterrows():
+        label = "MAE" if a["method"] == "mae" else METHOD_LABELS.get(a["method"], a["method"])
+        point = {"line": f"{label}, fine-tune {a['finetune_fraction']:g}", "method": a["method"],
+                 "finetune_fraction": a["finetune_fraction"], metric: a["mean"], "ci_low": a["ci_low"],
+                 "ci_high": a["ci_high"], "n_seeds": a["n_seeds"]}
+        xs = [a["animal_fraction"]] if a["method"] == "mae" else sorted(set(ends))
+        rows += [{**point, "animal_fraction": x} for x in xs]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def report_curves(results: pd.DataFrame, metrics=("test_iou_binary", "test_miou")) -> dict[str, pd.DataFrame]:
+    """metric -> `curve_lines`, for each of `metrics` that some finished fine-tune has."""
+    curves = {m: curve_lines(results, m) for m in metrics}
+    return {m: c for m, c in curves.items() if not c.empty}
+
+
 # ---------------------------------------------------------------------------------------------- effect
 
 # The only columns the effect analysis reads: it must not know which data world or config produced a run.

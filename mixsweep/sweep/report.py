@@ -18,21 +18,26 @@ def effect_summary(results) -> str:
 
 
 def make_report(spec, console: Console | None = None) -> dict[str, Path]:
-    """Write the report under <storage>/reports/<spec name>/ and log it to W&B as one report run.
+    """Write the report under <storage>/reports/<spec name>/ and log it to W&B as one report run (results
+    table, PNGs, the degradation curve as W&B line plots, the effect numbers in its summary).
 
     Returns file name -> path (results.md, effect.json, results.parquet, the PNGs) and prints the effect
     sentence to the terminal.
     """
-    from mixsweep.report.build import write_report
     from mixsweep import tracking
+    from mixsweep.report.analyze import effect, effect_sentence, report_curves
+    from mixsweep.report.build import write_report
 
     results, histories, store, _ = spec_results(spec)
     out = store.root / "reports" / spec.name
     paths = write_report(results, histories, out, title=f"mixsweep report: {spec.name}")
-    (console or Console()).print(effect_summary(results), markup=False, highlight=False)
+    entries = effect(results)
+    sentence = effect_sentence(entries)
+    (console or Console()).print(sentence, markup=False, highlight=False)
     tracker = tracking.Tracker(**spec.wandb.model_dump(mode="json"), root=store.root)
     tracking.log_report(tracker, group=spec.name, table=results,
-                        plots=[p for p in paths.values() if Path(p).suffix == ".png"])
+                        plots=[p for p in paths.values() if Path(p).suffix == ".png"],
+                        effects=entries, sentence=sentence, curves=report_curves(results))
     return paths
 
 

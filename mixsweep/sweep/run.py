@@ -30,12 +30,66 @@ console = Console(highlight=False)
 
 
 def stage_job(stage: Stage, spec, store: Store) -> dict:
-    """The full job config of a stage: its plan job plus run settings under the store."""
+    """The full job config of a stage: its plan job plus run settings under the store and its live W&B run."""
+    from mixsweep import tracking
+
     resources = spec.resources.pretrain if stage.kind == "pretrain" else spec.resources.finetune
     return {**stage.job, "scaling": resources.model_dump(mode="json"),
             "run": {"name": stage.key, "storage": spec.train_storage or str(store.train_dir()),
                     "artifacts": str(store.train_dir() / stage.key), "checkpoint_every": spec.checkpoint_every,
-                    "pictures_every": spec.pictures_every, "max_failures": spec.max_failures}}
+                    "pictures_every": spec.pictures_every, "max_failures": spec.max_failures},
+            "tracking": {**spec.wandb.model_dump(mode="json"), "root": str(store.root),
+                         "run_id": tracking.run_id(stage.key), "name": run_name(stage), "group": spec.name,
+                         "job_type": stage.job_type, "tags": run_tags(stage),
+                         "config": {**stage.row(), "stage_key": stage.key, "job": stage.job,
+                                    **stage_inputs(stage, store)}}}
+
+
+def run_name(stage: Stage) -> str:
+    """The W&B run name: `pre f0.50 s0`, `ft f0.50 n0.25 s0`, `base resnet18 n1.00 s0`."""
+    if stage.kind == "pretrain":
+        return f"pre f{stage.animal_fraction:.2f} s{stage.seed}"
+    if stage.method == "mae":
+        return f"ft f{stage.animal_fraction:.2f} n{stage.finetune_fraction:.2f} s{stage.seed}"
+    return f"base {stage.method} n{stage.finetune_fraction:.2f} s{stage.seed}"
+
+
+def run_tags(stage: Stage) -> list[str]:
+    """Tags to filter on in W&B (its group-by and average-over-seeds read the config's grid values)."""
+    tags = [stage.job_type, stage.method, f"s{stage.seed}"]
+    if stage.animal_fraction is not None:
+        tags.append(f"f{stage.animal_fraction:.2f}")
+    if stage.finetune_fraction is not None:
+        tags.append(f"n{stage.finetune_fraction:.2f}")
+    return tags
+
+
+def stage_inputs(stage: Stage, store: Store) -> dict:
+    """The W&B artifacts a stage reads: a pre-training its mixture's image list (a dataset artifact by reference);
+    an MAE fine-tune its parent's model artifact. Online runs declare them at start, offline ones at `mixsweep sync`."""
+    if stage.kind == "pretrain":
+        return {"inputs": [{"name": f"mixture-{stage.key}", "type": "dataset",
+                            "reference": store.mixture_path(stage.key).as_uri()}]}
+    if stage.parent is not None:
+        return {"parent_artifact": f"{stage.parent}:latest", "inputs": [{"name": f"{stage.parent}:latest"}]}
+    return {"inputs": []}
+
+
+def stage_outputs(key: str, row: dict, store: Store, job) -> list[dict]:
+    """The model artifact of a finished stage, by reference: a pre-training's checkpoint in the store (what its
+    fine-tunes start from), a fine-tune's newest checkpoint in the train storage."""
+    from mixsweep.train.ray_jobs import newest_checkpoint_uri, storage_root
+
+    if row["kind"] == "pretrain":
+        reference = store.checkpoint(key).parent.as_uri()
+    else:
+        reference = newest_checkpoint_uri(storage_root(job), job.run.name)
+    if reference is None:
+        return []
+    aliases = [f"s{row['seed']}"] + [f"{p}{row[c]:.2f}" for p, c in (("f", "animal_fraction"), ("n", "finetune_fraction"))
+                                     if isinstance(row.get(c), float) and row[c] == row[c]]
+    meta = {k: row.get(k) for k in ("kind", "method", "seed", "animal_fraction", "finetune_fraction", "preset")}
+    return [{"name": key, "type": "model", "reference": reference, "aliases": aliases, "metadata": meta}]
 
 
 def _final_metrics(result: dict) -> dict:
@@ -69,12 +123,14 @@ def run_stage(config: dict) -> dict:
     if store.is_done(key):
         ray.tune.report(store.result(key))
         return
-    in_trial = False
+    in_trial, live, job = False, None, None
+    tracker = tracking.Tracker(**config["wandb"], root=store.root)
     try:
         job = parse_job(config["job"], f"stage {key}")
         in_trial = runs_in_trial(job.scaling)
         if in_trial:
             result = run_in_trial(job)
+            live = result.get("live")
         else:
             result = run_with_ray(job, source=f"stage {key}", callbacks=[TuneReportCallback()], check=False)
         metrics = _final_metrics(result)
@@ -82,6 +138,9 @@ def run_stage(config: dict) -> dict:
         message = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:500]
         store.record_failure(key, {**row, "trial_id": ray.tune.get_context().get_trial_id()}, message)
         (store.stage_dir(key) / "traceback.txt").write_text(traceback.format_exc())
+        if not getattr(e, "wandb_logged", False):  # else the stage's live run already ended as failed
+            tracking.log_failure(tracker, key=key, name=config["name"], group=config["group"],
+                                 job_type=config["job_type"], error=message)
         _push(store, key)
         if in_trial and not isinstance(e, MixsweepError):
             raise  # Tune retries the trial; a later success replaces failed.json with result.json
@@ -94,11 +153,13 @@ def run_stage(config: dict) -> dict:
                                       "wall_seconds": time.time() - t0},
                                 result["run_dir"],
                                 result["checkpoint"] if job.kind == "pretrain" else None)
-    tracker = tracking.Tracker(**config["wandb"], root=store.root)
-    wandb_run = tracking.log_stage(tracker, key=key, name=config["name"], group=config["group"],
-                                   job_type=config["job_type"], config={**row, "stage_key": key, "job": config["job"]},
-                                   history=store.history(key), summary=metrics, pictures=store.pictures(key))
-    _push(store, key, wandb_run)
+    outputs = stage_outputs(key, row, store, job)
+    if live is not None:  # the stage's live run, still open: its model artifact, then its end
+        live.log_outputs(outputs)
+        live.close(summary=metrics)
+    elif job.tracking is not None:  # a TorchTrainer's rank 0 finished the live run: add the artifact to it
+        tracking.log_outputs(tracker, key=key, artifacts=outputs)
+    _push(store, key, tracking.run_folders(store.root, tracking.run_id(key)))
     ray.tune.report(final)
 
 
@@ -112,11 +173,12 @@ def stage_timing(handed_out_at: float, started_at: float, loop_s: float | None) 
             "overhead_s": wall - loop_s if loop_s is not None else math.nan}
 
 
-def _push(store: Store, key: str, wandb_run: Path | None = None) -> None:
-    """Copy the stage (and its W&B offline run) to the mirror; a failure is a warning: the stage is done."""
+def _push(store: Store, key: str, wandb_runs: list[Path] = ()) -> None:
+    """Copy the stage (and its W&B offline runs) to the mirror; a failure is a warning: the stage is done."""
     try:
-        if wandb_run is not None and Path(wandb_run).is_relative_to(store.root):
-            store.push(Path(wandb_run), Path(wandb_run).relative_to(store.root).as_posix())
+        for folder in wandb_runs:
+            if Path(folder).is_relative_to(store.root):
+                store.push(Path(folder), Path(folder).relative_to(store.root).as_posix())
         store.push_stage(key)
     except Exception as e:  # the mirror is a copy; its trouble must not fail a finished stage
         _print(f"warning: mirror {store.mirror}: stage {key} not copied ({type(e).__name__}: {e}); "
@@ -288,7 +350,7 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
         scaling = spec.resources.pretrain if s.kind == "pretrain" else spec.resources.finetune
         all_in_trial = all_in_trial and runs_in_trial(scaling)
         configs.append({"key": s.key, "parent": s.parent, "row": s.row(), "job": stage_job(s, spec, store),
-                        "store": str(store.root), "mirror": spec.mirror, "name": stage_name(s), "group": spec.name,
+                        "store": str(store.root), "mirror": spec.mirror, "name": run_name(s), "group": spec.name,
                         "job_type": s.job_type, "wandb": spec.wandb.model_dump(mode="json"),
                         "trial_request": trial_request(scaling, spec.resources)})
     searcher = StageSearcher(configs, done)

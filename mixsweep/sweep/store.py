@@ -13,7 +13,7 @@ The store is shared between sweeps: a stage is known by its content key, not by 
 
 A mirror (a URI such as s3://bucket/prefix, or a path) gets a copy of every stage folder as it finishes,
 of each W&B offline run, and of results.parquet. A store that lost its disk pulls finished stages back
-from it before planning, so none of them runs again.
+from it before planning, so none of them runs again; `mixsweep sync` pulls the offline runs it lacks.
 """
 
 from __future__ import annotations
@@ -199,4 +199,35 @@ class Store:
                     shutil.copyfileobj(src, out, 1 << 20)
                 os.replace(tmp, dest)
             pulled.append(key)
+        return pulled
+
+    def pull_folders(self, rel: str, prefix: str = "") -> list[str]:
+        """Copy down each folder <mirror>/<rel>/<name> (name starting with `prefix`) this store lacks; returns
+        their names. Each lands under a temporary name first, so a half-copied folder never looks whole."""
+        if not self.mirror:
+            return []
+        import pyarrow.fs as pafs
+
+        fs, base = self._remote()
+        try:
+            folders = fs.get_file_info(pafs.FileSelector(f"{base}/{rel}", allow_not_found=True))
+        except OSError as e:
+            raise MixsweepError(f"mirror: cannot list {self.mirror}/{rel} ({str(e).splitlines()[0]})") from None
+        pulled = []
+        for folder in sorted(folders, key=lambda i: i.base_name):
+            dest = self.root / rel / folder.base_name
+            if folder.type != pafs.FileType.Directory or not folder.base_name.startswith(prefix) or dest.exists():
+                continue
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            for info in fs.get_file_info(pafs.FileSelector(folder.path, recursive=True)):
+                if info.type != pafs.FileType.File:
+                    continue
+                out_path = tmp / info.path[len(folder.path) + 1:]
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                with fs.open_input_stream(info.path) as src, out_path.open("wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            tmp.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+            pulled.append(folder.base_name)
         return pulled

@@ -76,6 +76,23 @@ class RunSettings(_Strict):
     fail_after_epoch: Optional[int] = None
 
 
+class TrackingSettings(_Strict):
+    """The stage's W&B run, logged live by rank 0 (mixsweep.train.live): which run, and how to reach W&B."""
+
+    project: str = Field("mixsweep", min_length=1)
+    entity: Optional[str] = None
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    root: str  # offline runs land in root/wandb; a folder every node sees
+    run_id: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$")  # one id per stage key: a restart resumes it
+    name: Optional[str] = None
+    group: Optional[str] = None
+    job_type: Optional[str] = None
+    tags: list[str] = []
+    config: dict = {}
+    timeout_s: float = Field(30.0, gt=0)  # wandb.init and the server check; finish gets 10x
+    flush_s: float = Field(2.0, ge=0)  # how often the offline run file is flushed (readers see progress)
+
+
 class PretrainData(_Strict):
     mixture: Path
     images: Path
@@ -101,6 +118,7 @@ class _Job(_Strict):
     seed: int = Field(0, ge=0)
     scaling: ScalingSettings = ScalingSettings()
     run: RunSettings
+    tracking: Optional[TrackingSettings] = None  # None: no live W&B run
 
     @field_validator("preset")
     @classmethod

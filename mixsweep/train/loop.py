@@ -61,6 +61,7 @@ class World:
     resume_from: Path | None = None  # a checkpoint directory holding STATE_FILE
     wrap_model: Callable[[nn.Module], nn.Module] = field(default=lambda m: m)
     loop_seconds: float = 0.0  # wall time spent inside `fit` (a sweep's overhead is a stage's wall minus this)
+    live: object | None = None  # rank 0's live W&B run, when kept open for the caller (mixsweep.train.live)
 
     @property
     def is_main(self) -> bool:

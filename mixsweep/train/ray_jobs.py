@@ -65,14 +65,38 @@ def prepare_data(job) -> Path:
     return prepare_finetune_data(job)
 
 
-def run_job_in_world(job, pack: Path | str, world: World) -> dict:
-    if job.kind == "pretrain":
-        from mixsweep.train.pretrain import run_pretrain
+def run_job_in_world(job, pack: Path | str, world: World, keep_open: bool = False) -> dict:
+    """Train the job in `world`, logging it live to W&B from rank 0 when the job names a run (job.tracking).
+    `keep_open` leaves that run open in world.live, for the caller to add artifacts and finish it."""
+    from mixsweep.train.live import open_live_run
 
-        return run_pretrain(job, pack, world)
-    from mixsweep.train.finetune import run_finetune
+    live = open_live_run(job, world)
+    if live is not None:
+        world.report = live.wrap_report(world.report)
+    try:
+        if job.kind == "pretrain":
+            from mixsweep.train.pretrain import run_pretrain
 
-    return run_finetune(job, pack, world)
+            metrics = run_pretrain(job, pack, world)
+        else:
+            from mixsweep.train.finetune import run_finetune
+
+            metrics = run_finetune(job, pack, world)
+    except BaseException as e:
+        if live is not None:
+            text = str(e).strip()
+            live.close(error=f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}")
+            try:
+                e.wandb_logged = True  # the sweep then logs no second failed run
+            except AttributeError:
+                pass
+        raise
+    if live is not None:
+        if keep_open:
+            world.live = live
+        else:
+            live.close(summary=metrics)
+    return metrics
 
 
 def run_local(job: PretrainJob | FinetuneJob) -> dict:
@@ -269,10 +293,24 @@ def run_in_trial(job: PretrainJob | FinetuneJob) -> dict:
     run_dir = _artifact_dir(job, storage)
     torch.set_num_threads(max(1, int(job.scaling.cpus_per_worker)))
     world = trial_world(run_dir, job.run.device, storage, job.run.name)
-    metrics = run_job_in_world(job, pack, world)
+    metrics = run_job_in_world(job, pack, world, keep_open=True)
     final = resume_checkpoint(storage, job.run.name, None, 0)  # the newest (a local copy if storage is a URI)
     return {"metrics": metrics, "checkpoint": str(final) if final else None, "run_dir": run_dir,
-            "loop_s": world.loop_seconds}
+            "loop_s": world.loop_seconds, "live": world.live}
+
+
+def newest_checkpoint_uri(storage: str, name: str) -> str | None:
+    """Where the newest checkpoint of run `name` lives, as a URI (file:// for local storage): what a W&B
+    reference artifact points to."""
+    import pyarrow.fs as pafs
+
+    local = "://" not in storage
+    fs, root = pafs.FileSystem.from_uri(str(Path(storage).resolve()) if local else storage)
+    infos = fs.get_file_info(pafs.FileSelector(f"{root}/{name}", allow_not_found=True))
+    names = sorted(i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+    if not names:
+        return None
+    return Path(names[-1]).as_uri() if local else f"{storage.split('://', 1)[0]}://{names[-1]}"
 
 
 def record_placement(run_dir: Path, rank: int) -> None:
