@@ -206,14 +206,16 @@ def read_offline_run(run_dir: Path | str) -> dict:
     exit_code, tags, artifacts (logged ones: name, type, aliases, references), and visualize: chart key -> W&B panel config of each `wandb.plot` chart the run logged (wandb
     keeps those under the config's `_wandb`, which is left out of `config`).
     """
+    out: dict[str, Any] = {"run_id": None, "name": None, "project": None, "entity": None, "group": None,
+                           "job_type": None, "config": {}, "history": [], "summary": {}, "exit_code": None,
+                           "visualize": {}, "tags": [], "artifacts": []}
+    if Path(run_dir).is_dir() and not any(Path(run_dir).glob("*.wandb")):
+        return out  # an attempt killed before wandb wrote its log: nothing was recorded
     done = subprocess.run(_inspect_command(Path(run_dir)), capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"`wandb leet inspect` failed on {run_dir} (needs wandb >= 0.31): "
                            f"{(done.stderr or done.stdout).strip()[-500:]}")
-    out: dict[str, Any] = {"run_id": None, "name": None, "project": None, "entity": None, "group": None,
-                           "job_type": None, "config": {}, "history": [], "summary": {}, "exit_code": None,
-                           "visualize": {}, "tags": [], "artifacts": []}
     for line in done.stdout.splitlines():
         if not line.strip():
             continue

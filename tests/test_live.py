@@ -52,3 +52,11 @@ def test_an_unwritable_wandb_root_is_one_warning_and_training_goes_on(train_inpu
     with pytest.warns(tracking.TrackingWarning, match="W&B: stage pt-live1 not logged live"):
         out = run_local(parse_job(cfg))
     assert out["metrics"]["epoch"] == 0
+
+
+def test_a_folder_killed_before_its_log_existed_reads_as_empty(tmp_path):
+    folder = tmp_path / "wandb" / "offline-run-20260101_000000-pt-x"
+    (folder / "files").mkdir(parents=True)
+    run = tracking.read_offline_run(folder)
+    assert run["run_id"] is None and run["history"] == [] and run["exit_code"] is None
+    assert tracking.run_folders(tmp_path, "pt-x") == [folder]
