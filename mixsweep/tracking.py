@@ -413,8 +413,19 @@ def _init(wandb: Any, tracker: Tracker, mode: str, **init_args: Any) -> Any:
     settings = wandb.Settings(**{k: v for k, v in wanted.items() if k in fields})
     # mode="offline" alone may still ask for a key (seen with Ray's setup_wandb); the variable never does.
     with _env(WANDB_MODE=mode):
+        _drop_inherited_service()
         return wandb.init(project=tracker.project, entity=tracker.entity, dir=str(tracker.root), mode=mode,
                           reinit="create_new", settings=settings, **init_args)
+
+
+def _drop_inherited_service() -> None:
+    """Forget a wandb-core service another process started (WANDB_SERVICE reached us through the environment, e.g.
+    a Ray worker started from a process that used wandb): a stage resumed after a kill would otherwise join it,
+    where the killed attempt's stream of the same run id can keep the new one from ever writing."""
+    token = os.environ.get("WANDB_SERVICE", "")
+    parts = token.split("-")
+    if token and not (len(parts) > 2 and parts[1] == str(os.getpid())):
+        os.environ.pop("WANDB_SERVICE", None)
 
 
 @contextmanager

@@ -60,3 +60,15 @@ def test_a_folder_killed_before_its_log_existed_reads_as_empty(tmp_path):
     run = tracking.read_offline_run(folder)
     assert run["run_id"] is None and run["history"] == [] and run["exit_code"] is None
     assert tracking.run_folders(tmp_path, "pt-x") == [folder]
+
+
+def test_a_wandb_service_started_by_another_process_is_not_joined(monkeypatch):
+    import os
+
+    monkeypatch.setenv("WANDB_SERVICE", "3-1-unix-/tmp/some-other-process.sock")  # pid 1 started it
+    tracking._drop_inherited_service()
+    assert "WANDB_SERVICE" not in os.environ
+    own = f"3-{os.getpid()}-unix-/tmp/ours.sock"
+    monkeypatch.setenv("WANDB_SERVICE", own)
+    tracking._drop_inherited_service()
+    assert os.environ["WANDB_SERVICE"] == own
