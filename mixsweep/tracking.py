@@ -182,12 +182,17 @@ def run_folders(root: Path | str, run_id: str) -> list[Path]:
 def log_outputs(tracker: Tracker, *, key: str, artifacts: list[dict]) -> Path | None:
     """Add reference artifacts (name, type, reference, aliases, metadata) to a stage's finished run, resumed."""
     def body(run: Any, wandb: Any) -> None:
-        for a in artifacts:
-            artifact = wandb.Artifact(a["name"], type=a["type"], metadata=_plain(a.get("metadata") or {}))
-            artifact.add_reference(a["reference"], checksum=False)  # a reference: no bytes hashed or uploaded
-            run.log_artifact(artifact, aliases=list(a.get("aliases") or []))
+        log_artifacts(run, wandb, artifacts)
 
     return _with_run(tracker, f"stage {key} artifacts", body, id=run_id(key), resume="allow") if artifacts else None
+
+
+def log_artifacts(run: Any, wandb: Any, artifacts: list[dict]) -> None:
+    """Log reference artifacts (name, type, reference, aliases, metadata) as outputs of an open run."""
+    for a in artifacts:
+        artifact = wandb.Artifact(a["name"], type=a["type"], metadata=_plain(a.get("metadata") or {}))
+        artifact.add_reference(a["reference"], checksum=False)  # a reference: no bytes hashed or uploaded
+        run.log_artifact(artifact, aliases=list(a.get("aliases") or []))
 
 
 def log_failure(tracker: Tracker, *, key: str, name: str, group: str, job_type: str, error: str) -> Path | None:

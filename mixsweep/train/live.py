@@ -122,10 +122,7 @@ class LiveRun:
                     run.log({**tracking._plain(row), **images}, step=step)
                     logged.add(step)
                 elif kind == "outputs":
-                    for a in payload:
-                        artifact = wandb.Artifact(a["name"], type=a["type"], metadata=tracking._plain(a.get("metadata") or {}))
-                        artifact.add_reference(a["reference"], checksum=False)  # no gigabytes hashed or sent
-                        run.log_artifact(artifact, aliases=list(a.get("aliases") or []))
+                    tracking.log_artifacts(run, wandb, payload)
                 elif kind == "finish":
                     summary, error = payload
                     run.summary.update(tracking._plain(summary))
