@@ -190,7 +190,9 @@ def cmd_pack(args: argparse.Namespace) -> None:
         packed = build_pack(items, args.cache, size=args.size, fit=PACK_FIT, mask_fn=trimap_to_labels,
                             workers=args.workers, progress=True)
     n_bad = len(packed) - len(packed.valid_indices)
-    console.print(f"pack {packed.key}: {len(packed)} images ({n_bad} unreadable) at {packed.path}")
+    b = packed.built
+    how = "found, nothing decoded" if b["reused"] else f"{b['decoded']} decoded, {b['copied']} copied from earlier packs"
+    console.print(f"pack {packed.key}: {len(packed)} images ({n_bad} unreadable) at {packed.path} ({how})")
 
 
 # --- train -----------------------------------------------------------------------------------------
@@ -228,7 +230,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     spec = load_spec(args.spec)
     plan = build_plan(spec, Store(spec.storage))
     rows = plan_rows(plan)
-    totals = {**plan.counts(), "stages": len(rows),
+    totals = {**plan.counts(), "stages": len(rows), "pack_images": plan.union_size,
+              "mixture_rows": plan.mixture_rows,
               "gpu_hours_pending": sum(r["gpu_hours"] for r in rows if r["status"] != "done"),
               "gpu_hours_total": sum(r["gpu_hours"] for r in rows)}
     if args.format == "json":
@@ -245,6 +248,9 @@ def cmd_plan(args: argparse.Namespace) -> None:
     console.print(f"{totals['stages']} stages: {totals['done']} done, {totals['pending']} pending, "
                   f"{totals['failed']} failed; estimated {totals['gpu_hours_pending']:.3g} of "
                   f"{totals['gpu_hours_total']:.3g} GPU-hours still to run (one H200, bf16; FACTS.md step rates)")
+    if plan.union is not None:
+        console.print(f"pre-training pack: the {plan.union_size} images of the grid's mixtures together, decoded "
+                      f"once ({plan.mixture_rows} rows over the mixtures; list in {plan.union})")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -361,9 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = dsub.add_parser("pack", help="pre-resize images (and masks) for the fast loader",
                         description="Decode, resize and store images as uint8 arrays once, under a cache folder "
-                                    "keyed by the manifest's content; a second call reuses the pack.")
-    s.add_argument("--mix", type=Path, nargs="+", help="mixtures from `data mix`; several give one pack of "
-                   "their union (one pack per seed covers a whole fraction grid)")
+                                    "keyed by the images and the rule that makes the bytes (size, fit, resize "
+                                    "rule, Pillow version, mask function); a second call reuses the pack, and "
+                                    "a pack of more images copies the rows earlier packs hold.")
+    s.add_argument("--mix", type=Path, nargs="+", help="mixtures from `data mix` (or a sweep's "
+                   "store/data/union-*.parquet); several give one pack of their union, keyed by its images: "
+                   "a grid's mixtures give the very pack its sweep reads (with --cache STORE/cache)")
     s.add_argument("--images", type=Path, help="COCO image folder of the training rows (train2017/)")
     s.add_argument("--val-images", type=Path, help="image folder of the validation rows when they come from "
                    "--val-index (val2017/); default --images")

@@ -63,7 +63,8 @@ def test_data_steps_in_order(synth_small, tmp_path, capsys):
     assert main(argv) == 0
     second = capsys.readouterr().out
     key = re.search(r"pack (\w+): ", first.out).group(1)
-    assert f"pack {key}: " in second and "packing" not in second
+    assert f"pack {key}: " in second and "packing" not in second and "(found, nothing decoded)" in second
+    assert f"({len(ids)} decoded, 0 copied from earlier packs)" in first.out
     assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 1
 
     pets = tmp_path / "pets.parquet"

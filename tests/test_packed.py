@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from mixsweep.data.augment import AugmentConfig
-from mixsweep.data.packed import FileImageDataset, PackedLoader, PackedSet, PackItem, build_pack, pack_key
+from mixsweep.data.packed import PackedLoader, PackedSet, PackItem, build_pack, pack_key
 from mixsweep.errors import MixsweepError
 
 _LUT = np.full(256, 255, dtype=np.uint8)
@@ -61,7 +61,7 @@ def test_pack_shapes_dtypes_and_rows(tmp_path):
     assert pack.images.shape == (5, 16, 16, 3) and pack.images.dtype == np.uint8
     assert pack.masks.shape == (5, 16, 16) and pack.masks.dtype == np.uint8
     assert set(np.unique(pack.masks)) <= {0, 1, 2, 255}
-    assert pack.rows.column_names == ["key", "ok", "issue", "quirks", "orig_width", "orig_height"]
+    assert pack.rows.column_names == ["key", "ok", "issue", "quirks", "orig_width", "orig_height", "source"]
     assert pack.rows.column("key").to_pylist() == [f"img{k}" for k in range(5)]
     assert pack.rows.column("ok").to_pylist() == [True] * 5
     w0, h0 = Image.open(items[0].image_path).size
@@ -73,6 +73,61 @@ def test_pack_shapes_dtypes_and_rows(tmp_path):
     reopened = PackedSet.open(pack.path)
     assert np.array_equal(reopened.images, pack.images) and reopened.meta["fit"] == "crop"
     assert list(pack.indices_for(["img3", "img1"])) == [3, 1]
+
+
+def test_a_new_pack_copies_rows_an_older_pack_holds_and_decodes_the_rest(tmp_path):
+    items = _write_items(tmp_path / "src", 8)
+    Path(items[3].image_path).write_bytes(b"not a jpeg")  # a bad row travels as a bad row, not re-decoded
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        old = build_pack(items[:5], tmp_path / "cache", size=16, mask_fn=trimap_labels, workers=1)
+        grown = build_pack(items[2:], tmp_path / "cache", size=16, mask_fn=trimap_labels, workers=1)
+        fresh = build_pack(items[2:], tmp_path / "fresh", size=16, mask_fn=trimap_labels, workers=1)
+    assert old.built == {"decoded": 5, "copied": 0, "reused": False}
+    assert grown.built == {"decoded": 3, "copied": 3, "reused": False}  # items 2, 3, 4 came from `old`
+    assert grown.meta["donors"] == [old.key] and grown.path.name == fresh.path.name
+    # Copied or decoded, every byte and every row's metadata equals a build from nothing.
+    assert _files(grown.path).keys() == _files(fresh.path).keys()
+    for name in ("images.u8", "masks.u8"):
+        assert (grown.path / name).read_bytes() == (fresh.path / name).read_bytes()
+    for col in ("key", "ok", "issue", "quirks", "orig_width", "orig_height", "source"):
+        assert grown.rows.column(col).to_pylist() == fresh.rows.column(col).to_pylist()
+    assert grown.rows.column("ok").to_pylist()[1] is False
+    again = build_pack(items[2:], tmp_path / "cache", size=16, mask_fn=trimap_labels, workers=1)
+    assert again.built["reused"] and again.path == grown.path
+
+
+def test_rows_of_another_rule_are_never_copied(tmp_path):
+    items = _write_items(tmp_path / "src", 3)
+    build_pack(items, tmp_path / "cache", size=16, mask_fn=trimap_labels, workers=1)
+    other_size = build_pack(items, tmp_path / "cache", size=12, mask_fn=trimap_labels, workers=1)
+    no_masks_fn = build_pack(items, tmp_path / "cache", size=16, workers=1)
+    assert other_size.built["copied"] == 0 and no_masks_fn.built["copied"] == 0
+
+
+def test_the_key_follows_the_mask_functions_body_and_tables_not_its_name(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    here = sys.modules[trimap_labels.__module__]
+    items = _write_items(tmp_path / "src", 2)
+    base = pack_key(items, 16, "crop", trimap_labels)
+    # Same module and qualified name, another body: a new pack.
+    impostor = types.FunctionType((lambda raw: raw).__code__, here.__dict__, "trimap_labels")
+    impostor.__qualname__, impostor.__module__ = trimap_labels.__qualname__, trimap_labels.__module__
+    assert pack_key(items, 16, "crop", impostor) != base
+    # The lookup table it reads changes: a new pack as well.
+    lut = _LUT.copy()
+    lut[3] = 7
+    monkeypatch.setattr(here, "_LUT", lut)
+    assert pack_key(items, 16, "crop", trimap_labels) != base
+    monkeypatch.undo()
+    assert pack_key(items, 16, "crop", trimap_labels) == base
+    # Pillow's version and the resize rule are part of the rule too.
+    import mixsweep.data.packed as packed
+
+    monkeypatch.setattr(packed, "RESIZE_RULE", "another resampler")
+    assert pack_key(items, 16, "crop", trimap_labels) != base
 
 
 def test_crop_and_squash_geometry(tmp_path):
@@ -298,6 +353,20 @@ def test_resident_and_streaming_paths_agree(loader_pack):
         assert set(a["masks"].unique().tolist()) <= {0, 1, 2, 255}
 
 
+def test_a_resident_loader_holds_only_its_own_rows(loader_pack):
+    rows = np.arange(3, len(loader_pack), 4)
+    kw = dict(train=False, augment=SMALL, indices=rows)
+    res_loader = PackedLoader(loader_pack, 3, resident=True, **kw)
+    res = list(res_loader)
+    images, masks = res_loader._resident_arrays()
+    assert images.shape[0] == masks.shape[0] == len(res_loader.rows) < len(loader_pack)
+    stream = list(PackedLoader(loader_pack, 3, resident=False, **kw))
+    assert [b["index"].tolist() for b in res] == [b["index"].tolist() for b in stream]
+    assert sorted(sum((b["index"].tolist() for b in res), [])) == res_loader.rows.tolist()
+    for a, b in zip(res, stream):
+        assert torch.equal(a["images"], b["images"]) and torch.equal(a["masks"], b["masks"])
+
+
 def test_streaming_stops_cleanly_on_break(loader_pack):
     ld = PackedLoader(loader_pack, 2, augment=SMALL, resident=False, prefetch=1)
     for _ in ld:
@@ -309,6 +378,14 @@ def test_streaming_stops_cleanly_on_break(loader_pack):
 
 
 def test_file_image_dataset_skips_unreadable(tmp_path):
+    import importlib.util
+
+    # The benchmarks' reference loader: its throughput is only comparable if one bad file never stops it.
+    path = Path(__file__).parents[1] / "benchmarks" / "pil_loader.py"
+    spec = importlib.util.spec_from_file_location("pil_loader", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    FileImageDataset = module.FileImageDataset
     items = _write_items(tmp_path, 3, masks=False)
     Path(items[1].image_path).write_bytes(b"broken")
     ds = FileImageDataset([it.image_path for it in items], out_size=32)

@@ -236,5 +236,19 @@ def mixture_pack_items(mixtures: list[pa.Table], images_dir, val_images_dir=None
     for table in mixtures:
         for i, name, split in zip(table.column("image_id").to_pylist(), table.column("file_name").to_pylist(),
                                   table.column("split").to_pylist()):
-            files[i] = folders[split] / name
+            path = folders[split] / name
+            if files.setdefault(i, path) != path:  # one pack row per id: two files for it would be one lost
+                raise MixsweepError(f"image_id {i} names two files, {files[i]} and {path}: mixtures from "
+                                    "different indexes cannot share a pack")
     return [PackItem(str(i), str(files[i])) for i in sorted(files)]
+
+
+def union_of(mixtures: list[pa.Table]) -> pa.Table:
+    """The images any of `mixtures` uses, once each, by image_id: the list a grid's one pack is built from.
+    Its pack is the pack of the mixtures together (same items, same key), so `data pack --mix` on the
+    grid's mixtures builds the very pack the sweep reads."""
+    cols = ["image_id", "file_name", "is_animal", "split"]
+    table = pa.concat_tables([m.select(cols) for m in mixtures])
+    ids = table.column("image_id").to_numpy()
+    _, first = np.unique(ids, return_index=True)  # sorted by id
+    return table.take(pa.array(first))

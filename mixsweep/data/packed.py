@@ -7,14 +7,19 @@ disk, and an epoch only gathers rows and augments them in batches on the device 
 Layout of one pack, `cache_root/<pack_key>/`:
     images.u8     raw uint8 (N, S, S, 3), row i = item i
     masks.u8      raw uint8 (N, S, S), only when the items have masks
-    rows.parquet  key, ok, issue, quirks, orig_width, orig_height per row
-    meta.json     version, n, size, fit, has_masks, key
+    rows.parquet  key, ok, issue, quirks, orig_width, orig_height, source (the item's identity) per row
+    meta.json     version, n, size, fit, has_masks, key, rule, decoded, copied, donors
 A pack is built in a temporary folder and renamed into place at the end, so a folder named by its key is
-always complete; the key covers every input file's size and mtime, so a changed file makes a new pack.
+always complete. The key covers the rule that makes the bytes (pack_rule: size, fit, resize rule, Pillow
+version, the mask function's body) and every input file's size and mtime, so a changed file makes a new
+pack. A sweep packs the union of its grid's mixtures once; a pre-training reads its mixture as row
+indices into it. A new pack copies the rows that an older pack of the same rule holds and decodes only
+the rest, so a grid that grows decodes each image once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -24,6 +29,7 @@ import queue
 import shutil
 import sys
 import threading
+import types
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -33,15 +39,17 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import PIL
 import torch
 from PIL import Image
 
-from mixsweep.data.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, augment_batch, eval_batch
+from mixsweep.data.augment import AugmentConfig, augment_batch, eval_batch
 from mixsweep.data.imread import ImageReadError, describe_quirks, read_label_png, read_rgb_image, to_rgb
 from mixsweep.errors import MixsweepError
 from mixsweep.hashing import content_key
 
-PACK_VERSION = 1
+PACK_VERSION = 2  # 2: rows.parquet gains `source`, so later packs can copy rows instead of decoding
+RESIZE_RULE = "pil-draft-bicubic-box/nearest-masks"  # _load_image / _load_mask; change it when they change
 FITS = ("crop", "squash")
 MAX_FILE_WARNINGS = 5
 _CHUNK = 32  # items per worker task: big enough to amortise the task, small enough for a live progress bar
@@ -68,21 +76,54 @@ def _stat(path: str | None) -> tuple[int | None, int | None]:
     return st.st_size, st.st_mtime_ns
 
 
-def _fn_name(fn: MaskFn | None) -> str | None:
-    return None if fn is None else f"{fn.__module__}.{fn.__qualname__}"
+def _code_digest(code: types.CodeType) -> list:
+    """A code object's bytecode, constants and names, nested code included (repr(code) holds an address)."""
+    consts = [_code_digest(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return [code.co_code.hex(), consts, list(code.co_names)]
+
+
+def mask_fn_identity(fn: MaskFn | None) -> list | None:
+    """What a mask function contributes to the bytes: its name, its body and the module constants it reads
+    (e.g. a lookup table), so editing any of them makes a new pack without a version bump."""
+    if fn is None:
+        return None
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return [f"{fn.__module__}.{fn.__qualname__}"]
+    read = {}
+    for name in code.co_names:
+        value = getattr(fn, "__globals__", {}).get(name)
+        if isinstance(value, np.ndarray):
+            read[name] = [str(value.dtype), list(value.shape), hashlib.sha256(value.tobytes()).hexdigest()]
+        elif isinstance(value, (int, float, str, bytes, tuple)):
+            read[name] = repr(value)
+    return [f"{fn.__module__}.{fn.__qualname__}", _code_digest(code), read]
+
+
+def pack_rule(size: int, fit: str, mask_fn: MaskFn | None = None) -> dict:
+    """Everything besides the source files that decides a row's bytes. Two packs with equal rules hold
+    byte-equal rows for the same file, so a new pack copies rows from an old one instead of decoding."""
+    return {"version": PACK_VERSION, "size": size, "fit": fit, "resize": RESIZE_RULE,
+            "pillow": ".".join(PIL.__version__.split(".")[:2]), "mask_fn": mask_fn_identity(mask_fn)}
+
+
+def _source(it: PackItem) -> list:
+    mask = None if it.mask_path is None else str(it.mask_path)
+    return [it.key, str(it.image_path), *_stat(str(it.image_path)), mask, *_stat(mask)]
+
+
+def source_id(it: PackItem) -> str:
+    """One item's identity: key, paths and each file's size and mtime; a changed file is a new item."""
+    return content_key(_source(it))
 
 
 def pack_key(items: Sequence[PackItem], size: int, fit: str, mask_fn: MaskFn | None = None) -> str:
-    """Content key of a pack: version, geometry, mask_fn's name and every file's path, size and mtime.
+    """Content key of a pack: its rule (pack_rule) and every item's key, paths, sizes and mtimes, in order.
 
-    mask_fn enters by its qualified name only: changing its body needs a new name or a PACK_VERSION bump.
+    Items sorted by key (as mixture_pack_items gives them) make the key a function of the image set alone:
+    the union of a grid's mixtures, built by the sweep or by `data pack --mix`, is one pack.
     """
-    entries = [
-        (it.key, str(it.image_path), None if it.mask_path is None else str(it.mask_path),
-         *_stat(str(it.image_path)), *_stat(None if it.mask_path is None else str(it.mask_path)))
-        for it in items
-    ]
-    return content_key([PACK_VERSION, size, fit, _fn_name(mask_fn), entries])
+    return content_key([pack_rule(size, fit, mask_fn), [source_id(it) for it in items]])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -189,7 +230,8 @@ class PackedSet:
         self.rows = rows
         self.meta = meta
         self._ok = np.asarray(rows.column("ok").to_numpy(zero_copy_only=False), dtype=bool)
-        self._resident: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._resident: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.built: dict | None = None  # set by build_pack: rows decoded / copied in that call, or reused
 
     @classmethod
     def open(cls, path: Path | str) -> PackedSet:
@@ -295,13 +337,18 @@ def build_pack(
         try:
             pickle.dumps(mask_fn)
         except Exception:
-            raise MixsweepError(f"mask_fn {_fn_name(mask_fn)} must be a module-level (picklable) function") from None
+            name = mask_fn_identity(mask_fn)[0]
+            raise MixsweepError(f"mask_fn {name} must be a module-level (picklable) function") from None
 
     cache_root = Path(cache_root)
-    key = pack_key(items, size, fit, mask_fn)
+    rule = pack_rule(size, fit, mask_fn)
+    sources = [source_id(it) for it in items]
+    key = content_key([rule, sources])
     final = cache_root / key
     if (final / "meta.json").is_file():
-        return PackedSet.open(final)  # built once: no source file is opened again
+        pack = PackedSet.open(final)  # built once: no source file is opened again
+        pack.built = {"decoded": 0, "copied": 0, "reused": True}
+        return pack
 
     n = len(items)
     has_masks = any(it.mask_path is not None for it in items)
@@ -309,12 +356,15 @@ def build_pack(
     tmp = cache_root / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        # Pre-sized zero files (sparse): workers write their rows in place, bad rows stay zero.
+        # Pre-sized zero files (sparse): rows are written in place, bad rows stay zero.
         for name, nbytes in (("images.u8", n * size * size * 3), ("masks.u8", n * size * size if has_masks else 0)):
             if nbytes:
                 with open(tmp / name, "wb") as f:
                     f.truncate(nbytes)
-        rows = _run_chunks(items, tmp, size, fit, has_masks, mask_fn, workers, progress)
+        rows, donors = _copy_from_donors(sources, cache_root, rule, tmp, n, size, has_masks)
+        todo = [i for i in range(n) if rows[i] is None]
+        for r in _run_chunks(items, todo, tmp, n, size, fit, has_masks, mask_fn, workers, progress, n - len(todo)):
+            rows[r[0]] = r
         table = pa.table({
             "key": pa.array(keys, pa.string()),
             "ok": pa.array([r[1] for r in rows], pa.bool_()),
@@ -322,9 +372,12 @@ def build_pack(
             "quirks": pa.array([r[3] for r in rows], pa.string()),
             "orig_width": pa.array([r[4] for r in rows], pa.int32()),
             "orig_height": pa.array([r[5] for r in rows], pa.int32()),
+            "source": pa.array(sources, pa.string()),
         })
         pq.write_table(table, tmp / "rows.parquet")
-        meta = {"version": PACK_VERSION, "n": n, "size": size, "fit": fit, "has_masks": has_masks, "key": key}
+        built = {"decoded": len(todo), "copied": n - len(todo), "reused": False}
+        meta = {"version": PACK_VERSION, "n": n, "size": size, "fit": fit, "has_masks": has_masks, "key": key,
+                "rule": rule, "decoded": built["decoded"], "copied": built["copied"], "donors": donors}
         (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1) + "\n")
         for f in tmp.iterdir():
             with open(f, "rb+") as fh:
@@ -347,16 +400,64 @@ def build_pack(
     if bad:
         warnings.warn(f"pack {key}: {len(bad)} of {n} items unusable (ok=False, reasons in "
                       f"{final / 'rows.parquet'})", stacklevel=2)
-    return PackedSet.open(final)
+    pack = PackedSet.open(final)
+    pack.built = built
+    return pack
 
 
-def _run_chunks(items: list[PackItem], folder: Path, size: int, fit: str, has_masks: bool,
-                mask_fn: MaskFn | None, workers: int | None, progress: bool) -> list[tuple]:
-    n = len(items)
+def _copy_from_donors(sources: list[str], cache_root: Path, rule: dict, folder: Path, n: int, size: int,
+                      has_masks: bool) -> tuple[list, list[str]]:
+    """Fill the new pack's rows that complete packs with the same rule already hold (a copy is ~100x
+    cheaper than a decode). Returns the rows (None where still to decode) and the donor packs' keys."""
+    rows: list = [None] * n
+    where = {s: i for i, s in enumerate(sources)}
+    used = []
+    for meta_path in sorted(cache_root.glob("*/meta.json")):
+        if not where:
+            break
+        try:
+            if json.loads(meta_path.read_text()).get("rule") != rule:
+                continue
+            donor = PackedSet.open(meta_path.parent)
+        except (MixsweepError, OSError, ValueError):
+            continue  # damaged or foreign: decode those rows instead
+        hits = [(where.pop(s), j) for j, s in enumerate(donor.rows.column("source").to_pylist()) if s in where]
+        if not hits:
+            continue
+        used.append(donor.key)
+        dst = np.asarray([h[0] for h in hits], dtype=np.int64)
+        src = np.asarray([h[1] for h in hits], dtype=np.int64)
+        meta = {c: donor.rows.column(c).to_pylist() for c in ("ok", "issue", "quirks", "orig_width", "orig_height")}
+        for i, j in hits:
+            rows[i] = (i, meta["ok"][j], meta["issue"][j], meta["quirks"][j], meta["orig_width"][j],
+                       meta["orig_height"][j])
+        images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r+", shape=(n, size, size, 3))
+        masks = (np.memmap(folder / "masks.u8", dtype=np.uint8, mode="r+", shape=(n, size, size))
+                 if has_masks and donor.masks is not None else None)
+        order = np.argsort(src)  # the donor read near-sequentially
+        for k in range(0, len(order), 512):
+            sel = order[k:k + 512]
+            images[dst[sel]] = donor.images[src[sel]]
+            if masks is not None:
+                masks[dst[sel]] = donor.masks[src[sel]]
+        images.flush()
+        if masks is not None:
+            masks.flush()
+        del images, masks
+    return rows, used
+
+
+def _run_chunks(items: list[PackItem], todo: list[int], folder: Path, n: int, size: int, fit: str,
+                has_masks: bool, mask_fn: MaskFn | None, workers: int | None, progress: bool,
+                copied: int = 0) -> list[tuple]:
+    """Decode items[i] for i in `todo` into rows i of the pack in `folder`, in worker processes."""
+    if not todo:
+        return []
     workers = workers or min(8, os.cpu_count() or 1)
-    entries = [(i, str(it.image_path), None if it.mask_path is None else str(it.mask_path))
-               for i, it in enumerate(items)]
-    tasks = [(str(folder), n, size, fit, has_masks, mask_fn, entries[s:s + _CHUNK]) for s in range(0, n, _CHUNK)]
+    entries = [(i, str(items[i].image_path), None if items[i].mask_path is None else str(items[i].mask_path))
+               for i in todo]
+    tasks = [(str(folder), n, size, fit, has_masks, mask_fn, entries[s:s + _CHUNK])
+             for s in range(0, len(entries), _CHUNK)]
     rows: list[tuple] = []
     pool = _pool_context().Pool(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
     try:
@@ -367,7 +468,7 @@ def _run_chunks(items: list[PackItem], folder: Path, size: int, fit: str, has_ma
 
             with Progress(TextColumn("packing {task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeRemainingColumn()) as bar:
-                task_id = bar.add_task(folder.name.split("-")[1], total=n)
+                task_id = bar.add_task(folder.name.split("-")[1], total=n, completed=copied)
                 for chunk_rows in results:
                     rows.extend(chunk_rows)
                     bar.advance(task_id, len(chunk_rows))
@@ -491,7 +592,8 @@ class PackedLoader:
     def _decide_resident(self, resident: bool | str, fraction: float) -> bool:
         if resident != "auto":
             return bool(resident)
-        nbytes = self.pack.images.nbytes + (0 if self.pack.masks is None else self.pack.masks.nbytes)
+        s = self.pack.size
+        nbytes = len(self.rows) * (s * s * 3 + (0 if self.pack.masks is None else s * s))
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return nbytes <= fraction * free
@@ -537,19 +639,20 @@ class PackedLoader:
         return self._geometry()[1]
 
     def _resident_arrays(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # Cached on the pack, so a train and an eval loader on one device share a single copy.
-        name = str(self.device)
+        """This loader's rows only, in self.rows order: a union pack holds a whole grid's images and a job
+        reads its mixture's share. Cached on the pack, so loaders with the same rows share one copy."""
+        name = (str(self.device), hashlib.sha256(self.rows.tobytes()).hexdigest())
         if name not in self.pack._resident:
             arrs = []
             for src in (self.pack.images, self.pack.masks):
                 if src is None:
                     arrs.append(None)
                     continue
-                dst = torch.empty(src.shape, dtype=torch.uint8, device=self.device)
+                dst = torch.empty((len(self.rows), *src.shape[1:]), dtype=torch.uint8, device=self.device)
                 row = max(1, int(np.prod(src.shape[1:])))
                 step = max(1, (256 << 20) // row)  # 256 MiB at a time: no second full copy in host RAM
-                for s in range(0, len(src), step):
-                    dst[s:s + step].copy_(torch.from_numpy(np.array(src[s:s + step])))
+                for s in range(0, len(self.rows), step):
+                    dst[s:s + step].copy_(torch.from_numpy(np.take(src, self.rows[s:s + step], axis=0)))
                 arrs.append(dst)
             self.pack._resident[name] = (arrs[0], arrs[1])
         return self.pack._resident[name]
@@ -594,7 +697,9 @@ class PackedLoader:
         if not batches:
             return
         # One upload of the epoch's indices; per batch only device-side slicing, no host round trips.
-        flat = torch.from_numpy(np.concatenate(batches).astype(np.int64)).to(self.device, non_blocking=True)
+        # self.rows is sorted (intersect1d), so a pack row's place in the resident copy is a binary search.
+        at = np.searchsorted(self.rows, np.concatenate(batches).astype(np.int64))
+        flat = torch.from_numpy(at).to(self.device, non_blocking=True)
         start = 0
         for idx in batches:
             sel = flat[start:start + len(idx)]
@@ -675,47 +780,3 @@ class PackedLoader:
         finally:
             stop.set()
             thread.join()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Reference loader
-
-
-class FileImageDataset(torch.utils.data.Dataset):
-    """The plain PIL path, for comparison: decode + RandomResizedCrop(bicubic) + hflip + ToTensor + Normalize.
-
-    An unreadable file is skipped with one warning (per worker process) and the next readable file is
-    returned instead, so an epoch never fails on a bad file.
-    """
-
-    def __init__(self, paths: Sequence[Path | str], out_size: int = 224, scale: tuple[float, float] = (0.2, 1.0),
-                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
-        from torchvision import transforms as T
-
-        self.paths = [str(p) for p in paths]
-        if not self.paths:
-            raise MixsweepError("FileImageDataset: no image paths given")
-        self.transform = T.Compose([
-            T.RandomResizedCrop(out_size, scale=scale, interpolation=T.InterpolationMode.BICUBIC),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ])
-        self._warned: set[str] = set()
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        n = len(self.paths)
-        for k in range(n):
-            path = self.paths[(i + k) % n]
-            try:
-                img, _ = read_rgb_image(path)
-            except ImageReadError as e:
-                if path not in self._warned:
-                    self._warned.add(path)
-                    warnings.warn(f"skipping unreadable image {path}: {e.reason}", stacklevel=2)
-                continue
-            return self.transform(img)
-        raise MixsweepError(f"FileImageDataset: none of the {n} images is readable")

@@ -75,6 +75,9 @@ class Stage:
 class Plan:
     spec_name: str
     stages: list[Stage] = field(default_factory=list)
+    union: Path | None = None  # the image list of every pre-training mixture together: one pack for the grid
+    union_size: int = 0
+    mixture_rows: int = 0  # what one pack per mixture would decode
 
     def by_key(self) -> dict[str, Stage]:
         return {s.key: s for s in self.stages}
@@ -153,7 +156,7 @@ def _cached_manifest(store: Store, pets_root):
 
 def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
     """Every stage of the spec with its key and status; writes each pre-training's mixture file."""
-    from mixsweep.data.mixture import build_mixture
+    from mixsweep.data.mixture import union_of
     from mixsweep.data.pets import finetune_subset
 
     paths = _data_paths(spec, store)
@@ -170,16 +173,13 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
     ft_recipe = spec.finetune.model_dump(mode="json")
     plan = Plan(spec.name)
     train_sets: dict[float, list[frozenset]] = {}
+    mixes: list[pa.Table] = []
     n_full = finetune_subset(manifest, 1.0).num_rows
     for seed in spec.grid.seeds:
         subsets = {s: finetune_subset(manifest, s, seed=seed).column("name").to_pylist()
                    for s in spec.grid.finetune_fractions}
         for fraction in spec.grid.animal_fractions:
-            try:
-                mix = build_mixture(index, fraction, size=spec.mixture.size, seed=seed, val_index=val_index,
-                                    val_size=spec.mixture.val_size)
-            except MixsweepError as e:  # name the spec's key, not the CLI flag
-                raise MixsweepError(f"{spec.name}: mixture.{str(e).removeprefix('--')}") from None
+            mix = grid_mixture(spec, index, val_index, fraction, seed)
             ids = list(zip(mix.column("split").to_pylist(), mix.column("image_id").to_pylist()))
             key = "pt-" + content_key({"kind": "pretrain", "images": _digest(ids), "data": data_tag,
                                        "preset": spec.preset,
@@ -187,6 +187,7 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
                                        "code": CODE_VERSION})
             if write_mixtures and not store.mixture_path(key).is_file():
                 write_table(mix, store.mixture_path(key))
+            mixes.append(mix)
             n_train = sum(1 for s, _ in ids if s == "train")
             train_sets.setdefault(fraction, []).append(frozenset(i for s, i in ids if s == "train"))
             job = {"kind": "pretrain", "preset": spec.preset, "seed": seed, "recipe": pre_recipe,
@@ -205,12 +206,51 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
                                                    names, eval_digest + data_tag, ft_recipe, manifest_path, paths,
                                                    n_full))
     _warn_unresampled(spec, train_sets)
+    if mixes:
+        _add_union(plan, store, union_of(mixes), write_mixtures)
+        plan.mixture_rows = sum(m.num_rows for m in mixes)
     for stage in plan.stages:
         if store.is_done(stage.key):
             stage.status = "done"
         elif (failure := store.failure(stage.key)) is not None:
             stage.status, stage.error = "failed", failure.get("error", "")
     return plan
+
+
+def grid_mixture(spec, index: pa.Table, val_index: pa.Table | None, fraction: float, seed: int) -> pa.Table:
+    """The mixture of one grid point, as the spec's mixture settings draw it."""
+    from mixsweep.data.mixture import build_mixture
+
+    try:
+        return build_mixture(index, fraction, size=spec.mixture.size, seed=seed, val_index=val_index,
+                             val_size=spec.mixture.val_size)
+    except MixsweepError as e:  # name the spec's key, not the CLI flag
+        raise MixsweepError(f"{spec.name}: mixture.{str(e).removeprefix('--')}") from None
+
+
+def _add_union(plan: Plan, store: Store, union: pa.Table, write: bool) -> None:
+    """Every pre-training packs the whole grid's union: a fraction is then an index list into one pack, and
+    a grid extended by a fraction inside the union decodes nothing. Its name follows its content, and it
+    holds every stage, done or not, so a resumed sweep keeps one pack."""
+    ids = list(zip(union.column("split").to_pylist(), union.column("image_id").to_pylist()))
+    plan.union, plan.union_size = store.root / "data" / f"union-{_digest(ids)}.parquet", union.num_rows
+    if write and not plan.union.is_file():
+        write_table(union, plan.union)
+    for stage in plan.stages:
+        if stage.kind == "pretrain":
+            stage.job["data"]["union"] = str(plan.union)
+
+
+def build_grid_pack(plan: Plan, stages: list[Stage] | None = None, progress: bool = False):
+    """The grid's pack, built (or found) on the driver before any trial starts: trials started together
+    would each decode it. None when no stage in `stages` (default: all) pre-trains."""
+    from mixsweep.train.config import PretrainData
+    from mixsweep.train.pretrain import pretrain_pack
+
+    job = next((s.job for s in (plan.stages if stages is None else stages) if s.kind == "pretrain"), None)
+    if job is None:
+        return None
+    return pretrain_pack(PretrainData.model_validate(job["data"]), progress=progress)
 
 
 def _finetune_stage(spec, store, method, parent, seed, fraction, s, names, eval_digest, ft_recipe, manifest_path,

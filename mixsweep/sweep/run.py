@@ -23,7 +23,7 @@ from ray.tune.search import Searcher
 from rich.console import Console
 
 from mixsweep.errors import MixsweepError
-from mixsweep.sweep.plan import Plan, Stage, build_plan
+from mixsweep.sweep.plan import Plan, Stage, build_grid_pack, build_plan
 from mixsweep.sweep.store import Store
 
 console = Console(highlight=False)
@@ -340,6 +340,11 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
     if not pending:
         _write_results(store)
         return plan
+    pack = build_grid_pack(plan, pending, progress=True)
+    if pack is not None:
+        how = ("found" if pack.built is None or pack.built["reused"] else
+               f"built: {pack.built['decoded']} decoded, {pack.built['copied']} copied from earlier packs")
+        console.print(f"{spec.name}: pre-training pack of {len(pack)} images (every mixture of the grid) {how}")
     # Worker logs stay in Ray's session logs (and a failed stage's traceback.txt): the terminal shows progress.
     ensure_ray(address, quiet=True)
     # Tune's default CSV/JSON/TensorBoard loggers duplicate the store and W&B, and warn on NaN metrics.

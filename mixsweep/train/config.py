@@ -95,6 +95,9 @@ class TrackingSettings(_Strict):
 
 class PretrainData(_Strict):
     mixture: Path
+    # The image list to pack (a sweep's union of its grid's mixtures, `mixsweep data union`): one pack
+    # serves every pre-training of the grid. Default: pack this mixture alone.
+    union: Optional[Path] = None
     images: Path
     val_images: Optional[Path] = None
     cache: Path = Path("cache")

@@ -13,7 +13,7 @@ from mixsweep.data.mixture import mixture_pack_items, read_mixture
 from mixsweep.data.packed import PackedLoader, PackedSet, build_pack
 from mixsweep.errors import MixsweepError
 from mixsweep.models.mae import build_mae, load_mae_checkpoint
-from mixsweep.train.config import PretrainJob
+from mixsweep.train.config import PretrainData, PretrainJob
 from mixsweep.train.loop import World, all_reduce_sum, epoch_generator, fit, unwrap, worker_batch_size
 from mixsweep.train.recipes import build_optimizer, build_scheduler
 
@@ -21,15 +21,23 @@ VAL_NOISE_SEED = 20_231  # validation masks are the same every epoch, so val los
 
 
 def prepare_pretrain_data(job: PretrainJob) -> Path:
-    """Build (or reuse) the pack of the job's mixture on the driver, before any worker starts."""
-    mix = read_mixture(job.data.mixture)
-    items = mixture_pack_items([mix], job.data.images, job.data.val_images)
-    pack = build_pack(items, job.data.cache, size=job.data.pack_size, fit="crop")
-    pack.require_usable(_rows(pack, mix, "train"), f"{job.data.mixture} (train split, images in {job.data.images})")
-    return pack.path
+    """Build (or reuse) the job's pack on the driver, before any worker starts."""
+    return pretrain_pack(job.data).path
+
+
+def pretrain_pack(data: PretrainData, progress: bool = False) -> PackedSet:
+    """The pack of data.union (a whole grid's images, shared by its pre-trainings) when it names one, else
+    of the mixture alone; refused when none of the mixture's training images is usable."""
+    mix = read_mixture(data.mixture)
+    source = mix if data.union is None else read_mixture(data.union)
+    items = mixture_pack_items([source], data.images, data.val_images)
+    pack = build_pack(items, data.cache, size=data.pack_size, fit="crop", progress=progress)
+    pack.require_usable(_rows(pack, mix, "train"), f"{data.mixture} (train split, images in {data.images})")
+    return pack
 
 
 def _rows(pack: PackedSet, mix, split: str):
+    """The mixture's rows of `split` as row indices into the pack: a fraction is an index list, not a pack."""
     ids = mix.filter(pc.equal(mix.column("split"), split)).column("image_id").to_pylist()
     return pack.indices_for([str(i) for i in ids])
 

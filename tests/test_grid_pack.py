@@ -1,0 +1,84 @@
+"""One pack per grid: every pre-training of a sweep reads its mixture as row indices into the pack of
+the union of the grid's mixtures, and a grid that grows decodes only images no pack holds yet."""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+import pytest
+
+from mixsweep.data.mixture import mixture_pack_items, read_mixture
+from mixsweep.data.packed import PackedSet, pack_key
+from mixsweep.spec import parse_spec
+from mixsweep.sweep.plan import build_grid_pack, build_plan
+from mixsweep.sweep.store import Store
+from mixsweep.train.config import PretrainData
+from mixsweep.train.pretrain import _rows, pretrain_pack
+
+
+def _plan(root, fractions, seeds):
+    spec = parse_spec({"name": "g", "grid": {"animal_fractions": fractions, "seeds": seeds,
+                                             "finetune_fractions": [1.0]},
+                       "data": {"synth": {"scale": "small"}}, "preset": "tiny", "storage": str(root),
+                       "mixture": {"size": 24, "pack_size": 16}, "baselines": []})
+    return build_plan(spec, Store(root))
+
+
+def _ids(plan):
+    return {i for s in plan.stages if s.kind == "pretrain"
+            for i in read_mixture(s.job["data"]["mixture"]).column("image_id").to_pylist()}
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory):
+    """The same store, the grid growing: F in {0, 1} seed 0, then F=0.5 added, then seed 1 added."""
+    root = tmp_path_factory.mktemp("store")
+    out = {}
+    for name, fractions, seeds in (("base", [0.0, 1.0], [0]), ("fraction", [0.0, 0.5, 1.0], [0]),
+                                   ("seed", [0.0, 0.5, 1.0], [0, 1])):
+        plan = _plan(root, fractions, seeds)
+        out[name] = (plan, build_grid_pack(plan))
+    return out
+
+
+def test_the_grid_pack_holds_the_union_of_every_mixture_once(grown):
+    plan, pack = grown["base"]
+    sizes = [read_mixture(s.job["data"]["mixture"]).num_rows for s in plan.stages if s.kind == "pretrain"]
+    assert len(pack) == plan.union_size == len(_ids(plan)) == sum(sizes)  # F=0 and F=1 share no image
+    assert pack.built == {"decoded": len(pack), "copied": 0, "reused": False}
+    for stage in (s for s in plan.stages if s.kind == "pretrain"):
+        # Each pre-training finds the one pack and reads its own mixture's rows out of it.
+        data = PretrainData.model_validate(stage.job["data"])
+        assert pretrain_pack(data).path == pack.path
+        mix = read_mixture(data.mixture)
+        rows = _rows(pack, mix, "train")
+        train_ids = mix.filter(pc.equal(mix.column("split"), "train")).column("image_id").to_pylist()
+        assert pack.rows.column("key").take(rows).to_pylist() == [str(i) for i in train_ids]
+
+
+def test_a_fraction_inside_the_union_decodes_nothing(grown):
+    (base, first), (wider, again) = grown["base"], grown["fraction"]
+    assert sum(s.kind == "pretrain" for s in wider.stages) == 3 > sum(s.kind == "pretrain" for s in base.stages)
+    assert _ids(wider) == _ids(base) and wider.union == base.union  # nested: F=0.5 takes from F=0 and F=1
+    assert again.built == {"decoded": 0, "copied": 0, "reused": True} and again.path == first.path
+
+
+def test_a_new_seed_decodes_only_the_images_no_pack_holds(grown):
+    (_, old), (plan, new) = grown["fraction"], grown["seed"]
+    old_ids = set(old.rows.column("key").to_pylist())
+    new_ids = set(new.rows.column("key").to_pylist())
+    assert new.path != old.path and old_ids < new_ids
+    assert new.built == {"decoded": len(new_ids - old_ids), "copied": len(old_ids), "reused": False}
+    assert new.meta["donors"] == [old.key]
+    # The copied rows are the old pack's bytes.
+    where = {k: i for i, k in enumerate(new.rows.column("key").to_pylist())}
+    for j, k in enumerate(old.rows.column("key").to_pylist()):
+        assert (new.images[where[k]] == old.images[j]).all()
+
+
+def test_a_pack_built_by_hand_from_the_grids_mixtures_is_the_sweeps_pack(grown):
+    plan, pack = grown["seed"]
+    data = [PretrainData.model_validate(s.job["data"]) for s in plan.stages if s.kind == "pretrain"]
+    # What `mixsweep data pack --mix m1 m2 ... --images ...` packs, in any order of the mixtures.
+    items = mixture_pack_items([read_mixture(d.mixture) for d in reversed(data)], data[0].images, data[0].val_images)
+    assert pack_key(items, 16, "crop") == pack.path.name
+    assert PackedSet.open(pack.path).meta["n"] == len(items)
