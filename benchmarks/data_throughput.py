@@ -57,16 +57,16 @@ def draw_photo(rng: np.random.Generator, w: int, h: int, noise: np.ndarray) -> I
 
 def synth_images(folder: Path, n: int, source: str = "own", seed: int = 0) -> tuple[list[Path], str]:
     """n synthetic JPEGs in `folder`: our own 640x480-ish drawings (like FACTS.md's CPU anchor), or the
-    COCO-format train images of mixsweep.data.synth.write_synth (scale 'medium'; ~250 px, smaller than COCO)."""
+    COCO-format train images of mixsweep.synth.write_synth (scale 'medium'; ~250 px, smaller than COCO)."""
     if source == "mixsweep":
         try:
-            from mixsweep.data.synth import write_synth  # written separately; optional here
+            from mixsweep.synth import write_synth  # written separately; optional here
         except ImportError:
-            sys.exit("--synth-source mixsweep: mixsweep.data.synth.write_synth is not available")
+            sys.exit("--synth-source mixsweep: mixsweep.synth.write_synth is not available")
         made = write_synth(folder / "synth", scale="medium")
         paths = sorted(p for p in Path(made.coco_train_images).iterdir()
                        if is_image_file(p) and p.suffix.lower() in (".jpg", ".jpeg"))
-        return paths[:n], "mixsweep.data.synth.write_synth(scale='medium') COCO train images"
+        return paths[:n], "mixsweep.synth.write_synth(scale='medium') COCO train images"
     rng = np.random.default_rng(seed)
     noise = rng.normal(0, 6, (800, 800, 3)).astype(np.int16)
     out = folder / "own"
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--images", type=Path, help="folder of JPEGs (searched recursively); default: synthetic")
     ap.add_argument("--synth", type=int, default=1024, help="synthetic images to write when no --images (default 1024)")
     ap.add_argument("--synth-source", choices=("own", "mixsweep"), default="own",
-                    help="synthetic images: own 640x480-ish drawings (default) or mixsweep.data.synth's COCO set")
+                    help="synthetic images: own 640x480-ish drawings (default) or mixsweep.synth's COCO set")
     ap.add_argument("--max-files", type=int, default=8192, help="use at most this many files of --images")
     ap.add_argument("--num-images", type=int, default=4096, help="images timed per path, after warm-up")
     ap.add_argument("--warmup", type=int, default=2, help="warm-up batches per path")

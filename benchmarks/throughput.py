@@ -200,7 +200,7 @@ def synth_packs(root, res: int) -> dict[str, str]:
 
     from mixsweep.data.packed import PackItem, build_pack
     from mixsweep.data.pets import PACK_FIT, build_pets_manifest, pets_pack_items, trimap_to_labels
-    from mixsweep.data.synth import write_synth
+    from mixsweep.synth import write_synth
 
     root = Path(root)
     t0 = time.perf_counter()

@@ -161,7 +161,7 @@ def cmd_pets(args: argparse.Namespace) -> None:
 # --- data synth --------------------------------------------------------------------------------------
 
 def cmd_synth(args: argparse.Namespace) -> None:
-    from mixsweep.data.synth import write_synth
+    from mixsweep.synth import write_synth
 
     paths = write_synth(args.out, scale=args.scale, seed=args.seed, awkward=not args.no_awkward, progress=True)
     console.print(f"COCO-format: {paths.coco_train_annotations} + {paths.coco_train_images}")

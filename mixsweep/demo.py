@@ -75,7 +75,7 @@ def run_demo(out: Path, scale: str = "small", seed: int = 0) -> dict[str, Path]:
     from mixsweep.data.packed import build_pack
     from mixsweep.data.pets import (PACK_FIT, build_pets_manifest, finetune_subset, manifest_summary,
                                     pets_pack_items, trimap_to_labels)
-    from mixsweep.data.synth import write_synth
+    from mixsweep.synth import write_synth
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -137,7 +137,7 @@ class Grid(_Strict):
 
 
 class SynthData(_Strict):
-    """Synthetic look-alike data, written by `mixsweep.data.synth.write_synth` under
+    """Synthetic look-alike data, written by `mixsweep.synth.write_synth` under
     `<storage>/data/synth-<world>-<scale>-<seed>` on first use."""
 
     scale: Literal["small", "demo", "medium"] = "small"

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory):
     """The small synthetic COCO-format and Pet-format set (the demo's data)."""
-    from mixsweep.data.synth import write_synth
+    from mixsweep.synth import write_synth
 
     return write_synth(tmp_path_factory.mktemp("synth"), scale="small", seed=0)
 

@@ -13,9 +13,14 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from mixsweep.data import synth
 from mixsweep.data.imread import ImageReadError, is_image_file, read_label_png, read_rgb
 from mixsweep.errors import MixsweepError
+from mixsweep.synth import COCO_KINDS, SCALES, SynthPaths, write_synth
+from mixsweep.synth.coco import scene_annotations
+from mixsweep.synth.labels import ANIMAL_IDS, BREED_CLASS_ID, CAT_BREEDS, DOG_BREEDS, PERSON_ID
+from mixsweep.synth.looks import PET_LOOKS, coco_look
+from mixsweep.synth.pets import AWKWARD_PETS, STRAY_PET_FILES, pet_image_numbers
+from mixsweep.synth.scenes import render_coco_scene
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -24,8 +29,8 @@ def _hashes(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory) -> synth.SynthPaths:
-    return synth.write_synth(tmp_path_factory.mktemp("synth") / "a", "small", seed=0)
+def small(tmp_path_factory) -> SynthPaths:
+    return write_synth(tmp_path_factory.mktemp("synth") / "a", "small", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +42,7 @@ def cocos(small) -> dict[str, COCO]:
 
 def test_bad_scale_is_a_user_error(tmp_path):
     with pytest.raises(MixsweepError, match="huge.*small.*medium"):
-        synth.write_synth(tmp_path, "huge")
+        write_synth(tmp_path, "huge")
     assert not any(tmp_path.iterdir())
 
 
@@ -54,24 +59,24 @@ def test_layout(small):
 
 
 def test_scales_table():
-    assert set(synth.SCALES) == {"small", "demo", "medium"}
-    assert synth.SCALES["demo"].n_pets >= 300  # a test IoU over tens of images, not a handful
-    med = synth.SCALES["medium"]
+    assert set(SCALES) == {"small", "demo", "medium"}
+    assert SCALES["demo"].n_pets >= 300  # a test IoU over tens of images, not a handful
+    med = SCALES["medium"]
     assert len(med.pet_breeds) == 37 and med.n_coco_train >= 1500
-    assert synth.SCALES["small"].n_coco_train < med.n_coco_train
-    for spec in synth.SCALES.values():
-        assert all(spec.coco_train[k] > 0 and spec.coco_val[k] > 0 for k in synth.COCO_KINDS)
-        for name in synth.AWKWARD_PETS:
+    assert SCALES["small"].n_coco_train < med.n_coco_train
+    for spec in SCALES.values():
+        assert all(spec.coco_train[k] > 0 and spec.coco_val[k] > 0 for k in COCO_KINDS)
+        for name in AWKWARD_PETS:
             breed, n = name.rsplit("_", 1)
-            assert breed in spec.pet_breeds and int(n) in synth.pet_image_numbers(breed, spec.pets_per_breed)
+            assert breed in spec.pet_breeds and int(n) in pet_image_numbers(breed, spec.pets_per_breed)
         assert {b[0].isupper() for b in spec.pet_breeds} == {True, False}  # both species
 
 
 def test_deterministic_and_seed_dependent(small, tmp_path):
-    again = synth.write_synth(tmp_path / "b", "small", seed=0)
+    again = write_synth(tmp_path / "b", "small", seed=0)
     ref = _hashes(small.root)
     assert _hashes(again.root) == ref
-    other = _hashes(synth.write_synth(tmp_path / "c", "small", seed=1).root)
+    other = _hashes(write_synth(tmp_path / "c", "small", seed=1).root)
     assert other[str(Path("coco/annotations/instances_train2017.json"))] != \
         ref[str(Path("coco/annotations/instances_train2017.json"))]
     pet_images = [k for k in ref if k.startswith("pets/images/") and k.endswith(".jpg") and k in other]
@@ -81,12 +86,12 @@ def test_deterministic_and_seed_dependent(small, tmp_path):
 
 def test_reuse_and_refuse_foreign_output(small, tmp_path):
     before = _hashes(small.root)
-    assert synth.write_synth(small.root, "small", seed=0) == small  # complete set with same args: reused
+    assert write_synth(small.root, "small", seed=0) == small  # complete set with same args: reused
     assert _hashes(small.root) == before
     (tmp_path / "pets").mkdir()
     (tmp_path / "pets" / "mine.txt").write_text("not synth")
     with pytest.raises(MixsweepError, match="pets"):
-        synth.write_synth(tmp_path, "small")
+        write_synth(tmp_path, "small")
     assert (tmp_path / "pets" / "mine.txt").read_text() == "not synth"
 
 
@@ -129,7 +134,7 @@ def test_coco_json_loads_and_every_annotation_rasterises(small, cocos):
 
 
 def test_special_kinds_exist(cocos):
-    animals = set(synth.ANIMAL_IDS)
+    animals = set(ANIMAL_IDS)
     for coco in cocos.values():
         found = defaultdict(int)
         n_animal_images = 0
@@ -143,7 +148,7 @@ def test_special_kinds_exist(cocos):
             n_animal_images += bool((solo | crowd) & animals)
             if len(solo & animals) >= 2:
                 found["two_animal_kinds"] += 1
-            if solo & animals and synth.PERSON_ID in solo:
+            if solo & animals and PERSON_ID in solo:
                 found["animal_and_person"] += 1
             if crowd & animals and not solo & animals and solo:
                 found["crowd_is_only_animal_plus_objects"] += 1
@@ -160,10 +165,10 @@ def test_polygons_cover_the_drawn_creatures():
     """The polygon annotation against the exact pixels the drawer painted."""
     ious, recalls = [], []
     for i in range(12):
-        scene = synth.render_coco_scene(123, 7, i, "animal" if i % 3 else "two_animals")
+        scene = render_coco_scene(123, 7, i, "animal" if i % 3 else "two_animals")
         w, h = scene.image.size
         objs = [o for o in scene.objects if o.mask.sum() >= 12]
-        anns = synth.scene_annotations(scene)
+        anns = scene_annotations(scene)
         assert [a["category_id"] for a in anns] == [o.category_id for o in objs]
         for o, a in zip(objs, anns):
             m = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], h, w))).astype(bool)
@@ -180,7 +185,7 @@ def test_written_annotations_sit_on_image_edges(small, cocos):
     coco = cocos["train"]
     ratios = []
     for ann in coco.anns.values():
-        if ann["iscrowd"] or ann["category_id"] not in synth.ANIMAL_IDS or ann["area"] < 400:
+        if ann["iscrowd"] or ann["category_id"] not in ANIMAL_IDS or ann["area"] < 400:
             continue
         img = coco.imgs[ann["image_id"]]
         arr = np.asarray(Image.open(small.coco_train_images / img["file_name"]), np.float32).mean(axis=2)
@@ -197,13 +202,13 @@ def test_written_annotations_sit_on_image_edges(small, cocos):
 def test_animal_looks_are_consistent_per_category():
     """A learnable signal: each COCO animal kind has its own look; cats and dogs share the pets' looks."""
     rng = np.random.default_rng(0)
-    assert synth._coco_look(24, rng).texture == "stripes"
-    assert synth._coco_look(25, rng).texture == "patches"
-    assert synth._coco_look(22, rng).body == "elephant"
-    assert synth._coco_look(16, rng).body == "bird"
+    assert coco_look(24, rng).texture == "stripes"
+    assert coco_look(25, rng).texture == "patches"
+    assert coco_look(22, rng).body == "elephant"
+    assert coco_look(16, rng).body == "bird"
     # Cats and dogs in COCO are drawn from the Pet breeds' looks (the shared family).
-    looks = {synth._coco_look(17, rng) for _ in range(40)} | {synth._coco_look(18, rng) for _ in range(40)}
-    assert looks <= set(synth.PET_LOOKS.values()) and len(looks) > 15
+    looks = {coco_look(17, rng) for _ in range(40)} | {coco_look(18, rng) for _ in range(40)}
+    assert looks <= set(PET_LOOKS.values()) and len(looks) > 15
 
 
 # ---------------------------------------------------------------------------------------------- Pets part
@@ -228,15 +233,15 @@ def test_pet_lists(small):
     tv, te = _list_rows(ann / "trainval.txt"), _list_rows(ann / "test.txt")
     assert not set(tv) & set(te) and sorted(tv + te) == sorted(rows)
     assert 0.4 < len(tv) / len(rows) < 0.6
-    assert len(rows) == synth.SCALES["small"].n_pets == len({r[0] for r in rows})
+    assert len(rows) == SCALES["small"].n_pets == len({r[0] for r in rows})
     for name, cid, sp, bid in rows:
         breed = name.rsplit("_", 1)[0]
-        assert cid == synth.BREED_CLASS_ID[breed]
+        assert cid == BREED_CLASS_ID[breed]
         assert sp == (1 if breed[0].isupper() else 2)
-        assert bid == (synth.CAT_BREEDS if sp == 1 else synth.DOG_BREEDS).index(breed) + 1
+        assert bid == (CAT_BREEDS if sp == 1 else DOG_BREEDS).index(breed) + 1
     # Real class ids: alphabetical ignoring case over all 37 breeds.
-    assert synth.BREED_CLASS_ID["Abyssinian"] == 1 and synth.BREED_CLASS_ID["boxer"] == 9
-    assert synth.BREED_CLASS_ID["British_Shorthair"] == 10 and synth.BREED_CLASS_ID["yorkshire_terrier"] == 37
+    assert BREED_CLASS_ID["Abyssinian"] == 1 and BREED_CLASS_ID["boxer"] == 9
+    assert BREED_CLASS_ID["British_Shorthair"] == 10 and BREED_CLASS_ID["yorkshire_terrier"] == 37
     jpgs = sorted(p.stem for p in (small.pets_root / "images").iterdir() if is_image_file(p))
     assert jpgs == sorted(r[0] for r in rows)
 
@@ -315,14 +320,14 @@ def test_awkward_files_behave_like_the_real_ones(small, capfd):
     tvio.decode_jpeg(tvio.read_file(str(images / "beagle_1.jpg")))
     assert "Corrupt JPEG data" not in capfd.readouterr().err
     # Stray files: present, and not images.
-    for name in synth.STRAY_PET_FILES:
+    for name in STRAY_PET_FILES:
         p = images / name
         assert p.is_file() and p.stat().st_size > 0 and not is_image_file(p)
     assert (images / "._Abyssinian_1.jpg").read_bytes()[:4] == b"\x00\x05\x16\x07"
 
 
 def test_not_awkward_means_plain_rgb_jpegs(tmp_path):
-    pets = synth.write_synth(tmp_path, "small", seed=3, awkward=False).pets_root
+    pets = write_synth(tmp_path, "small", seed=3, awkward=False).pets_root
     files = sorted((pets / "images").iterdir())
     assert all(p.suffix == ".jpg" and not p.name.startswith(".") for p in files)
     for p in files:

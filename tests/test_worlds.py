@@ -12,8 +12,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from mixsweep.data.coco import build_coco_index
-from mixsweep.data.synth import write_synth
 from mixsweep.errors import MixsweepError
+from mixsweep.synth import write_synth
 
 
 def grain_energy(img: Image.Image, mask: np.ndarray) -> float:

@@ -97,7 +97,7 @@ def _data_paths(spec, store: Store) -> dict:
     """Resolve the spec's data roots: synthetic data is generated under the store once."""
     d = spec.data
     if d.synth is not None:
-        from mixsweep.data.synth import write_synth
+        from mixsweep.synth import write_synth
 
         s = d.synth
         paths = write_synth(store.root / "data" / f"synth-{s.world}-{s.scale}-{s.seed}", scale=s.scale, seed=s.seed,
@@ -113,7 +113,7 @@ def _data_paths(spec, store: Store) -> dict:
 def _synth_tag(synth) -> str:
     if synth is None:
         return ""
-    from mixsweep.data.synth import GENERATOR_VERSION
+    from mixsweep.synth import GENERATOR_VERSION
 
     return f"|synth:{synth.world}:{synth.scale}:{synth.seed}:v{GENERATOR_VERSION}"
 
