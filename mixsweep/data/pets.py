@@ -73,6 +73,14 @@ class PetEntry:
         return self.name.rsplit("_", 1)[0]
 
 
+LIST_FIELDS = ("Image", "CLASS-ID", "SPECIES", "BREED-ID")
+_FIELD_EXPECTED = {
+    "CLASS-ID": "a positive integer (the breed's class, 1-37)",
+    "SPECIES": "1 (cat) or 2 (dog)",
+    "BREED-ID": "a positive integer (the breed's number within its species: 1-12 for cats, 1-25 for dogs)",
+}
+
+
 def parse_list(path: Path) -> list[PetEntry]:
     """Parse list.txt / trainval.txt / test.txt: `#` comments, then `Image CLASS-ID SPECIES BREED-ID`."""
     if not path.is_file():
@@ -83,15 +91,24 @@ def parse_list(path: Path) -> list[PetEntry]:
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
-            raise MixsweepError(f"{path}:{lineno}: expected 'Image CLASS-ID SPECIES BREED-ID', got {line[:60]!r}")
-        name, class_id, species, breed_id = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
+        if len(parts) != len(LIST_FIELDS):
+            raise MixsweepError(f"{path}:{lineno}: expected '{' '.join(LIST_FIELDS)}' ({len(LIST_FIELDS)} fields), "
+                                f"got {len(parts)}: {line[:60]!r}")
+        name = parts[0]
+        values = {}
+        for i, (field, text) in enumerate(zip(LIST_FIELDS[1:], parts[1:]), 2):
+            ok = text.isascii() and text.isdigit() and int(text) > 0
+            if ok and field == "SPECIES":
+                ok = int(text) in (1, 2)
+            if not ok:
+                raise MixsweepError(f"{path}:{lineno}: field {i} ({field}) of {name} is {text!r}; expected "
+                                    f"{_FIELD_EXPECTED[field]}")
+            values[field] = int(text)
         if name in seen:
             raise MixsweepError(f"{path}:{lineno}: {name} is listed twice (first on line {seen[name]})")
         seen[name] = lineno
-        if species not in (1, 2):
-            raise MixsweepError(f"{path}:{lineno}: SPECIES must be 1 (cat) or 2 (dog), got {species}")
-        entries.append(PetEntry(name, class_id, "cat" if species == 1 else "dog", breed_id))
+        species = "cat" if values["SPECIES"] == 1 else "dog"
+        entries.append(PetEntry(name, values["CLASS-ID"], species, values["BREED-ID"]))
     return entries
 
 
