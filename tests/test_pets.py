@@ -109,8 +109,11 @@ def test_trimap_problems_exclude_the_image(tmp_path):
     root = write_pets_fixture(tmp_path, per_breed=4, awkward=False)
     Image.new("L", (10, 10), 1).save(root / "annotations" / "trimaps" / "beagle_1.png")
     Image.fromarray(np.full((44, 60), 7, np.uint8), mode="L").save(root / "annotations" / "trimaps" / "beagle_2.png")
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning) as caught:
         r = rows(build_pets_manifest(root, workers=1))
+    # The warning names the file at fault, the trimap, not the image beside it.
+    warned = {str(w.message).split(": ", 1)[0] for w in caught}
+    assert warned == {str(root / "annotations" / "trimaps" / f"beagle_{i}.png") for i in (1, 2)}
     assert "trimap size 10x10 != image size 60x44" in r["beagle_1"]["issue"]
     assert "trimap values [7] outside 1/2/3" in r["beagle_2"]["issue"]
     assert r["beagle_1"]["split"] == r["beagle_2"]["split"] == "excluded"

@@ -112,27 +112,29 @@ def parse_list(path: Path) -> list[PetEntry]:
     return entries
 
 
-def _inspect(args: tuple[str, str]) -> tuple[int, int, str, str]:
-    """(width, height, issue, quirks) of one image+trimap pair; issue '' means usable."""
+def _inspect(args: tuple[str, str]) -> tuple[int, int, str, str, str]:
+    """(width, height, issue, quirks, culprit) of one image+trimap pair; issue '' means usable, culprit is the
+    file the issue is about ('image' or 'trimap')."""
     image_path, trimap_path = args
     try:
         img, quirks = read_rgb_image(image_path)
     except ImageReadError as e:
-        return 0, 0, f"unreadable image: {e.reason}", ""
+        return 0, 0, f"unreadable image: {e.reason}", "", "image"
     w, h = img.size
     try:
         trimap = read_label_png(trimap_path)
     except ImageReadError as e:
-        return w, h, f"unreadable trimap: {e.reason}", quirks
+        return w, h, f"unreadable trimap: {e.reason}", quirks, "trimap"
     if trimap.shape != (h, w):
-        return w, h, f"trimap size {trimap.shape[1]}x{trimap.shape[0]} != image size {w}x{h}", quirks
-    bad = np.setdiff1d(np.unique(trimap), list(TRIMAP_TO_LABEL))
-    if len(bad):
-        return w, h, f"trimap values {bad.tolist()} outside 1/2/3", quirks
-    return w, h, "", quirks
+        return w, h, f"trimap size {trimap.shape[1]}x{trimap.shape[0]} != image size {w}x{h}", quirks, "trimap"
+    bad = np.setdiff1d(np.unique(trimap), list(TRIMAP_TO_LABEL)).tolist()
+    if bad:
+        shown = str(bad[:8])[:-1] + (f", ... ({len(bad)} values)]" if len(bad) > 8 else "]")
+        return w, h, f"trimap values {shown} outside 1/2/3", quirks, "trimap"
+    return w, h, "", quirks, ""
 
 
-def _inspect_all(pairs: list[tuple[str, str]], workers: int | None) -> list[tuple[int, int, str, str]]:
+def _inspect_all(pairs: list[tuple[str, str]], workers: int | None) -> list[tuple[int, int, str, str, str]]:
     workers = workers or min(8, os.cpu_count() or 1)
     if workers <= 1 or len(pairs) < 64:
         return [_inspect(p) for p in pairs]
@@ -219,10 +221,11 @@ def build_pets_manifest(
     unlisted = sorted(p.stem for p in (root / "images").iterdir() if is_image_file(p) and p.stem not in listed)
 
     results = _inspect_all([(str(root / r["image_path"]), str(root / r["trimap_path"])) for r in rows], workers)
-    for r, (w, h, issue, quirks) in zip(rows, results):
+    for r, (w, h, issue, quirks, culprit) in zip(rows, results):
         r.update(width=w, height=h, issue=issue, quirks=quirks, usable=issue == "")
         if issue:
-            warnings.warn(f"{root / r['image_path']}: {issue}; excluded from the manifest's splits", stacklevel=2)
+            warnings.warn(f"{root / r[culprit + '_path']}: {issue}; {r['name']} is excluded from the manifest's "
+                          f"splits", stacklevel=2)
     for name in unlisted:
         rows.append(dict(name=name, breed=name.rsplit("_", 1)[0], class_id=0, species="", breed_id=0,
                          official_split="", image_path=f"images/{name}.jpg", trimap_path="", width=0, height=0,
