@@ -343,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path, help="output Parquet file")
     s.add_argument("--seed", type=_nonneg_int, default=0, help="split seed (default 0)")
     s.add_argument("--split", choices=("stratified", "official"), default="stratified",
-                   help="stratified: 70/15/15 over all usable images (default); official: test.txt is test, "
-                        "trainval.txt is split into train and val")
+                   help="stratified: 70/15/15 over all usable images (default); official: annotations/test.txt "
+                        "is test, annotations/trainval.txt is split into train and val (both files required)")
     s.add_argument("--allow-missing", action="store_true", help="exclude listed images whose files are missing")
     s.add_argument("--workers", type=_positive_int, help="decode processes (default: up to 8)")
     s.set_defaults(func=cmd_pets)

@@ -135,6 +135,26 @@ def test_official_scheme_keeps_test_txt_as_test(pets_root):
     assert {x["split"] for x in r.values() if x["official_split"] == "trainval" and x["usable"]} == {"train", "val"}
 
 
+def test_official_scheme_warns_of_images_in_neither_split_file(tmp_path):
+    root = write_pets_fixture(tmp_path, per_breed=8, awkward=False)
+    tv = root / "annotations" / "trainval.txt"
+    tv.write_text("\n".join(line for line in tv.read_text().splitlines() if not line.startswith("beagle_1 ")) + "\n")
+    with pytest.warns(UserWarning, match=r"list\.txt: 1 usable images are in neither trainval\.txt nor test\.txt "
+                                         r"\(first: beagle_1\)"):
+        r = rows(build_pets_manifest(root, scheme="official", workers=1))
+    assert r["beagle_1"]["split"] in ("train", "val")
+
+
+def test_official_scheme_with_every_usable_image_in_test_is_an_error(tmp_path):
+    root = write_pets_fixture(tmp_path, per_breed=4, awkward=False)
+    ann = root / "annotations"
+    (ann / "test.txt").write_text((ann / "list.txt").read_text())
+    (ann / "trainval.txt").write_text("")
+    with pytest.raises(MixsweepError, match=rf"^{root}: the train split would be empty: all 20 usable images are in "
+                                            r"annotations/test\.txt \(--split official\)$"):
+        build_pets_manifest(root, scheme="official", workers=1)
+
+
 @pytest.mark.parametrize("breakage,message", [
     (lambda root: shutil.rmtree(root), "Oxford-IIIT Pet root not found"),
     (lambda root: shutil.rmtree(root / "annotations"), "not an Oxford-IIIT Pet folder"),

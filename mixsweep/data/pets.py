@@ -31,6 +31,7 @@ LABEL_NAMES = ("pet", "background", "border")
 IGNORE_LABEL = 255
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 SPLIT_SCHEMES = ("stratified", "official")
+_OFFICIAL_VAL_SHARE = SPLIT_FRACTIONS["val"] / (SPLIT_FRACTIONS["train"] + SPLIT_FRACTIONS["val"])  # of trainval
 PACK_FIT = "squash"  # the whole pet and its whole trimap, as the paper resized them; masks nearest
 
 MANIFEST_COLUMNS = [
@@ -201,6 +202,9 @@ def build_pets_manifest(
     for fname, tag in (("trainval.txt", "trainval"), ("test.txt", "test")):
         if (ann / fname).is_file():
             official.update({e.name: tag for e in parse_list(ann / fname)})
+        elif scheme == "official":
+            raise MixsweepError(f"{ann / fname}: not found; --split official takes test from annotations/test.txt "
+                                f"and train/val from annotations/trainval.txt")
 
     rows: list[dict] = []
     missing: list[str] = []
@@ -235,9 +239,14 @@ def build_pets_manifest(
     if scheme == "stratified":
         splits = stratified_split([r["name"] for r in usable], [r["breed"] for r in usable], seed)
     else:
+        orphans = [r["name"] for r in usable if not r["official_split"]]
+        if orphans:
+            warnings.warn(f"{ann / 'list.txt'}: {len(orphans)} usable images are in neither trainval.txt nor "
+                          f"test.txt (first: {orphans[0]}); --split official puts them in train/val", stacklevel=2)
         splits = _official_split(usable, seed)
     for r, s in zip(usable, splits):
         r["split"] = s
+    _check_split_sizes(root, rows, usable, scheme)
     train = [r for r in usable if r["split"] == "train"]
     for r, rank in zip(train, finetune_order([r["name"] for r in train], [r["breed"] for r in train], seed)):
         r["finetune_order"] = rank
@@ -251,6 +260,52 @@ def build_pets_manifest(
     return table.replace_schema_metadata({f"mixsweep.{k}": v for k, v in meta.items()})
 
 
+def _issue_kind(issue: str) -> str:
+    """An issue without its particulars, to count issues of one kind."""
+    for kind in ("unreadable image", "unreadable trimap"):
+        if issue.startswith(kind):
+            return kind
+    if issue.startswith("trimap size"):
+        return "trimap size != image size"
+    if issue.startswith("trimap values"):
+        return "trimap values outside 1/2/3"
+    return issue
+
+
+def _check_split_sizes(root: Path, rows: list[dict], usable: list[dict], scheme: str) -> None:
+    """No train image is an error (nothing to fine-tune on); an empty val or test split is a warning."""
+    counts = {s: sum(r["split"] == s for r in usable) for s in ("train", "val", "test")}
+    if not counts["train"]:
+        listed = [r for r in rows if r["issue"] != "not in annotations/list.txt"]
+        if not usable:
+            kinds: dict[str, int] = {}
+            for r in listed:
+                kinds[_issue_kind(r["issue"])] = kinds.get(_issue_kind(r["issue"]), 0) + 1
+            first = listed[0]
+            culprit = first["image_path"] if first["issue"].startswith("unreadable image") else first["trimap_path"]
+            raise MixsweepError(
+                f"{root}: the train split would be empty: none of the {len(listed)} images in "
+                f"annotations/list.txt is usable ({', '.join(f'{n} {k}' for k, n in kinds.items())}; first: "
+                f"{root / culprit}: {first['issue']})")
+        raise MixsweepError(f"{root}: the train split would be empty: all {len(usable)} usable images are in "
+                            f"annotations/test.txt (--split {scheme})")
+    for split in ("val", "test"):
+        if counts[split]:
+            continue
+        if scheme == "official" and split == "test":
+            why = "no usable image is listed in annotations/test.txt"
+        else:
+            pool = [r for r in usable if r["split"] != "test"] if scheme == "official" else usable
+            per_breed: dict[str, int] = {}
+            for r in pool:
+                per_breed[r["breed"]] = per_breed.get(r["breed"], 0) + 1
+            what = "trainval.txt's" if scheme == "official" else "the"
+            share = _OFFICIAL_VAL_SHARE if scheme == "official" else SPLIT_FRACTIONS[split]
+            why = (f"{what} {len(pool)} usable images, at most {max(per_breed.values())} per breed, are too few "
+                   f"to give {split} {share:.0%} of each breed")
+        warnings.warn(f"{root}: the {split} split is empty: {why}", stacklevel=3)
+
+
 def _official_split(usable: list[dict], seed: int) -> list[str]:
     """test.txt stays test; trainval.txt is split 70:15 into train and val, stratified by breed."""
     out = ["test" if r["official_split"] == "test" else "" for r in usable]
@@ -260,10 +315,9 @@ def _official_split(usable: list[dict], seed: int) -> list[str]:
     by_breed: dict[str, list[int]] = {}
     for j, i in enumerate(tv):
         by_breed.setdefault(usable[i]["breed"], []).append(j)
-    val_share = SPLIT_FRACTIONS["val"] / (SPLIT_FRACTIONS["train"] + SPLIT_FRACTIONS["val"])
     for js in by_breed.values():
         js = sorted(js, key=lambda j: (int(ranks[j]), names[j]))
-        n_val = round_half_up(val_share * len(js))
+        n_val = round_half_up(_OFFICIAL_VAL_SHARE * len(js))
         for k, j in enumerate(js):
             out[tv[j]] = "val" if k < n_val else "train"
     return out
