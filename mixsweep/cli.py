@@ -47,6 +47,24 @@ Sweeps, from sweeps/*.yaml (Ray Tune; one pre-training feeds every fine-tune; on
 """
 
 
+COCO_INDEX_DESCRIPTION = """\
+Read a COCO instances JSON with pycocotools and write one row per image with its categories and its
+class: animal, non-animal or neither.
+
+Required in the JSON (an instances_*.json has them all):
+  images[]       id, file_name, width, height
+  annotations[]  image_id, category_id
+  categories[]   id, name, supercategory; the animal categories are those whose supercategory is "animal"
+
+Classes:
+  animal         --rule any: an annotation of an animal category; --rule paper: every annotation is of one
+                 and the same animal category
+  non-animal     at least one annotation and none of an animal category
+  neither        the rest: an image without annotations (unless --unlabelled-as-non-animal), and under
+                 --rule paper an image with an animal and any other category. Mixtures never draw these.
+"""
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -307,8 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = data.add_subparsers(dest="data_command", metavar="STEP", required=True)
 
     s = dsub.add_parser("coco-index", help="COCO instances JSON -> Parquet index, one row per image",
-                        description="Read a COCO instances JSON with pycocotools and write one row per image with "
-                                    "its categories and its class (animal / non-animal / neither).")
+                        formatter_class=argparse.RawDescriptionHelpFormatter, description=COCO_INDEX_DESCRIPTION)
     s.add_argument("--annotations", required=True, type=Path, help="instances_train2017.json (or val)")
     s.add_argument("--images", type=Path, help="image folder; every listed file is checked to exist")
     s.add_argument("--out", required=True, type=Path, help="output Parquet file")

@@ -179,7 +179,10 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
                 mix = build_mixture(index, fraction, size=spec.mixture.size, seed=seed, val_index=val_index,
                                     val_size=spec.mixture.val_size)
             except MixsweepError as e:  # name the spec's key, not the CLI flag
-                raise MixsweepError(f"{spec.name}: mixture.{str(e).removeprefix('--')}") from None
+                msg = str(e).replace("--val-size", "mixture.val_size").replace("--size", "mixture.size")
+                if msg.startswith("--"):
+                    msg = "mixture." + msg.removeprefix("--")
+                raise MixsweepError(f"{spec.name}: {msg}") from None
             ids = list(zip(mix.column("split").to_pylist(), mix.column("image_id").to_pylist()))
             key = "pt-" + content_key({"kind": "pretrain", "images": _digest(ids), "data": data_tag,
                                        "preset": spec.preset,
