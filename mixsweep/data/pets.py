@@ -26,9 +26,10 @@ from mixsweep.data.mixture import check_fraction, hash_rank, round_half_up
 from mixsweep.errors import MixsweepError
 from mixsweep.tables import read_table, table_metadata
 
+# The label rule, defined here only: metrics, training, pictures and benchmarks import it.
 TRIMAP_TO_LABEL = {1: 0, 2: 1, 3: 2}  # pet, background, border
 LABEL_NAMES = ("pet", "background", "border")
-IGNORE_LABEL = 255
+IGNORE_LABEL = 255  # any other trimap value, and padding; left out of loss and metrics
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 SPLIT_SCHEMES = ("stratified", "official")
 _OFFICIAL_VAL_SHARE = SPLIT_FRACTIONS["val"] / (SPLIT_FRACTIONS["train"] + SPLIT_FRACTIONS["val"])  # of trainval
