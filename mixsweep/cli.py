@@ -10,14 +10,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
+from mixsweep.console import console, err_console, print_index_summary
 from mixsweep.errors import MixsweepError
-
-# Wider than rich's 80-column default when piped, so tables of keys stay readable in logs.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, highlight=False)
 
 DESCRIPTION = """\
 mixsweep: how does the make-up of the pre-training data change what a model can do after fine-tuning?
@@ -107,29 +103,6 @@ def cmd_coco_index(args: argparse.Namespace) -> None:
     write_table(table, args.out)
     print_index_summary(summary)
     console.print(f"wrote {args.out} ({table.num_rows} rows)")
-
-
-def print_index_summary(summary) -> None:
-    t = Table(title=f"COCO index (rule: {summary.rule})", show_lines=False)
-    t.add_column("class")
-    t.add_column("images", justify="right")
-    t.add_row("animal", str(summary.n_animal))
-    t.add_row("non-animal", str(summary.n_non_animal))
-    t.add_row("neither", str(summary.n_neither))
-    t.add_row("total", str(summary.n_images))
-    console.print(t)
-    c = Table(title="images containing each animal category")
-    c.add_column("category")
-    c.add_column("images", justify="right")
-    for name, n in summary.per_category.items():
-        c.add_row(name, str(n))
-    c.add_row("sum over categories", str(summary.per_category_sum))
-    console.print(c)
-    console.print(
-        f"{summary.n_multi_animal} images hold two or more animal kinds, so the per-category sum "
-        f"({summary.per_category_sum}) counts them more than once; the paper's 25,739 is such a sum. "
-        f"Images are counted once here."
-    )
 
 
 # --- data mix ----------------------------------------------------------------------------------------
