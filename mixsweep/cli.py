@@ -248,7 +248,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from mixsweep.spec import load_spec
-    from mixsweep.sweep.report import make_report
+    from mixsweep.sweep.results import make_report
 
     paths = make_report(load_spec(args.spec))
     for name, path in paths.items():
@@ -269,7 +269,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_suggest(args: argparse.Namespace) -> None:
     from mixsweep.spec import load_spec
-    from mixsweep.sweep.report import suggest_snippet
+    from mixsweep.sweep.results import suggest_snippet
 
     console.print(suggest_snippet(load_spec(args.spec), k=args.k), markup=False)
 

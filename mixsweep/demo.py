@@ -46,7 +46,7 @@ def demo_spec(world: str = "planted", world_seed: int = 0, spec_path: Path | Non
 
 def run_sweep_demo(spec_path: Path | None = None, world: str = "planted", world_seed: int = 0) -> dict[str, Path]:
     """Run the demo study (synthetic data, local Ray, CPU) and write its report; print where to look."""
-    from mixsweep.sweep.report import make_report
+    from mixsweep.sweep.results import make_report
     from mixsweep.sweep.run import run_sweep
 
     t0 = time.perf_counter()
