@@ -40,13 +40,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from mixsweep.data.pets import IGNORE_LABEL
 from mixsweep.models.mae import build_mae, get_preset
 from mixsweep.models.segment import build_segmenter
 from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe, build_optimizer
 
 STEPS = ("mae-pretrain", "finetune", "resnet50")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-IGNORE = 255
 
 
 @dataclass
@@ -117,7 +117,7 @@ class SegLoss(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return F.cross_entropy(self.model(x).float(), y, ignore_index=IGNORE)
+        return F.cross_entropy(self.model(x).float(), y, ignore_index=IGNORE_LABEL)
 
 
 def build_step_model(step: str, preset: str, head: str, mask_ratio: float) -> tuple[nn.Module, object]:
@@ -140,7 +140,7 @@ def synthetic_batches(batch: int, res: int, device: torch.device, channels_last:
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 3, (batch, res, res), device=device, generator=g)
-    y[:, :2] = IGNORE
+    y[:, :2] = IGNORE_LABEL
     return itertools.repeat((x, y))
 
 

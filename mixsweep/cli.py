@@ -10,14 +10,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
+from mixsweep.console import console, err_console, print_index_summary
 from mixsweep.errors import MixsweepError
-
-# Wider than rich's 80-column default when piped, so tables of keys stay readable in logs.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, highlight=False)
 
 DESCRIPTION = """\
 mixsweep: how does the make-up of the pre-training data change what a model can do after fine-tuning?
@@ -44,6 +40,24 @@ Sweeps, from sweeps/*.yaml (Ray Tune; one pre-training feeds every fine-tune; on
   mixsweep sync SPEC        upload the sweep's W&B offline runs and declare their inputs (idempotent)
   mixsweep suggest SPEC     the next fractions to run, as a snippet to paste
   mixsweep demo             the demo study on a synthetic world (--world planted|null), then its report
+"""
+
+
+COCO_INDEX_DESCRIPTION = """\
+Read a COCO instances JSON with pycocotools and write one row per image with its categories and its
+class: animal, non-animal or neither.
+
+Required in the JSON (an instances_*.json has them all):
+  images[]       id, file_name, width, height
+  annotations[]  image_id, category_id
+  categories[]   id, name, supercategory; the animal categories are those whose supercategory is "animal"
+
+Classes:
+  animal         --rule any: an annotation of an animal category; --rule paper: every annotation is of one
+                 and the same animal category
+  non-animal     at least one annotation and none of an animal category
+  neither        the rest: an image without annotations (unless --unlabelled-as-non-animal), and under
+                 --rule paper an image with an animal and any other category. Mixtures never draw these.
 """
 
 
@@ -89,29 +103,6 @@ def cmd_coco_index(args: argparse.Namespace) -> None:
     write_table(table, args.out)
     print_index_summary(summary)
     console.print(f"wrote {args.out} ({table.num_rows} rows)")
-
-
-def print_index_summary(summary) -> None:
-    t = Table(title=f"COCO index (rule: {summary.rule})", show_lines=False)
-    t.add_column("class")
-    t.add_column("images", justify="right")
-    t.add_row("animal", str(summary.n_animal))
-    t.add_row("non-animal", str(summary.n_non_animal))
-    t.add_row("neither", str(summary.n_neither))
-    t.add_row("total", str(summary.n_images))
-    console.print(t)
-    c = Table(title="images containing each animal category")
-    c.add_column("category")
-    c.add_column("images", justify="right")
-    for name, n in summary.per_category.items():
-        c.add_row(name, str(n))
-    c.add_row("sum over categories", str(summary.per_category_sum))
-    console.print(c)
-    console.print(
-        f"{summary.n_multi_animal} images hold two or more animal kinds, so the per-category sum "
-        f"({summary.per_category_sum}) counts them more than once; the paper's 25,739 is such a sum. "
-        f"Images are counted once here."
-    )
 
 
 # --- data mix ----------------------------------------------------------------------------------------
@@ -263,7 +254,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from mixsweep.spec import load_spec
-    from mixsweep.sweep.report import make_report
+    from mixsweep.sweep.results import make_report
 
     paths = make_report(load_spec(args.spec))
     for name, path in paths.items():
@@ -284,7 +275,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_suggest(args: argparse.Namespace) -> None:
     from mixsweep.spec import load_spec
-    from mixsweep.sweep.report import suggest_snippet
+    from mixsweep.sweep.results import suggest_snippet
 
     console.print(suggest_snippet(load_spec(args.spec), k=args.k), markup=False)
 
@@ -313,8 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = data.add_subparsers(dest="data_command", metavar="STEP", required=True)
 
     s = dsub.add_parser("coco-index", help="COCO instances JSON -> Parquet index, one row per image",
-                        description="Read a COCO instances JSON with pycocotools and write one row per image with "
-                                    "its categories and its class (animal / non-animal / neither).")
+                        formatter_class=argparse.RawDescriptionHelpFormatter, description=COCO_INDEX_DESCRIPTION)
     s.add_argument("--annotations", required=True, type=Path, help="instances_train2017.json (or val)")
     s.add_argument("--images", type=Path, help="image folder; every listed file is checked to exist")
     s.add_argument("--out", required=True, type=Path, help="output Parquet file")
@@ -349,8 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path, help="output Parquet file")
     s.add_argument("--seed", type=_nonneg_int, default=0, help="split seed (default 0)")
     s.add_argument("--split", choices=("stratified", "official"), default="stratified",
-                   help="stratified: 70/15/15 over all usable images (default); official: test.txt is test, "
-                        "trainval.txt is split into train and val")
+                   help="stratified: 70/15/15 over all usable images (default); official: annotations/test.txt "
+                        "is test, annotations/trainval.txt is split into train and val (both files required)")
     s.add_argument("--allow-missing", action="store_true", help="exclude listed images whose files are missing")
     s.add_argument("--workers", type=_positive_int, help="decode processes (default: up to 8)")
     s.set_defaults(func=cmd_pets)

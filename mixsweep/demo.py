@@ -46,7 +46,7 @@ def demo_spec(world: str = "planted", world_seed: int = 0, spec_path: Path | Non
 
 def run_sweep_demo(spec_path: Path | None = None, world: str = "planted", world_seed: int = 0) -> dict[str, Path]:
     """Run the demo study (synthetic data, local Ray, CPU) and write its report; print where to look."""
-    from mixsweep.sweep.report import make_report
+    from mixsweep.sweep.results import make_report
     from mixsweep.sweep.run import run_sweep
 
     t0 = time.perf_counter()
@@ -69,7 +69,7 @@ def run_sweep_demo(spec_path: Path | None = None, world: str = "planted", world_
 
 
 def run_demo(out: Path, scale: str = "small", seed: int = 0) -> dict[str, Path]:
-    from mixsweep.cli import print_index_summary
+    from mixsweep.console import print_index_summary
     from mixsweep.data.coco import build_coco_index
     from mixsweep.data.mixture import build_mixture, mixture_pack_items
     from mixsweep.data.packed import build_pack
@@ -88,7 +88,7 @@ def run_demo(out: Path, scale: str = "small", seed: int = 0) -> dict[str, Path]:
     val_index, _ = build_coco_index(data.coco_val_annotations, data.coco_val_images)
     write_table(index, out / "coco_index.parquet")
     write_table(val_index, out / "coco_val_index.parquet")
-    print_index_summary(summary)
+    print_index_summary(summary, console)
 
     console.rule("3. mixtures along the animal-fraction grid (nested)")
     mixes, prev = {}, None

@@ -176,3 +176,38 @@ def write_pets_fixture(root: Path, per_breed: int = 10, awkward: bool = True, si
     (ann / "trainval.txt").write_text("\n".join(lines[0::2]) + "\n")
     (ann / "test.txt").write_text("\n".join(lines[1::2]) + "\n")
     return root
+
+
+# Oxford-IIIT Pet as torchvision's own dataset tests fake it (test_datasets.py, OxfordIIITPetTestCase): an
+# oxford-iiit-pet/ folder, BREED-ID -1 on every line, noise images, noise "trimaps" (random RGB, not 1/2/3),
+# .mat strays beside the images and hidden dot-copies beside the trimaps. Their fixture writes only the split
+# files; list.txt is added here because the real archive has it.
+TORCHVISION_PETS = (("Abyssinian", 1, 1), ("keeshond", 19, 2), ("yorkshire_terrier", 37, 2))
+
+
+def write_torchvision_pets(root: Path, breed_id: str = "-1", noise_trimaps: bool = True, per_breed: int = 3,
+                           size=(10, 8), seed: int = 0) -> Path:
+    """The torchvision-test-like Pet folder under root/oxford-iiit-pet; returns root."""
+    rng = np.random.default_rng(seed)
+    base = root / "oxford-iiit-pet"
+    images, trimaps = base / "images", base / "annotations" / "trimaps"
+    images.mkdir(parents=True, exist_ok=True)
+    trimaps.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    lines = []
+    for breed, class_id, species in TORCHVISION_PETS:
+        for n in range(1, per_breed + 1):
+            name = f"{breed}_{n}"
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"{name}.jpg")
+            tri = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if noise_trimaps
+                   else pet_trimap(w, h, w // 2, h // 2, min(w, h) // 3, band=1))
+            Image.fromarray(tri).save(trimaps / f"{name}.png")
+            (trimaps / f".{name}.png").touch()
+            lines.append(f"{name} {class_id} {species} {breed_id}")
+    for stray in sorted(images.glob("*.jpg"))[:2]:
+        stray.with_suffix(".mat").touch()
+    ann = base / "annotations"
+    (ann / "list.txt").write_text("\n".join(lines) + "\n")
+    (ann / "trainval.txt").write_text("\n".join(lines[0::2]) + "\n")
+    (ann / "test.txt").write_text("\n".join(lines[1::2]) + "\n")
+    return root

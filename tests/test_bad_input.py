@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conftest import finetune_config
+from fixtures import COCO_CASES, write_coco_fixture, write_torchvision_pets
 from mixsweep.cli import main
 from mixsweep.data.packed import PackItem, build_pack
 from mixsweep.spec import load_spec
@@ -139,3 +140,89 @@ def test_truncated_or_foreign_checkpoint(tmp_path, capsys, train_inputs):
         msg = cli_error(capsys, ["train", "finetune", str(path), "--local"])
         assert f"{ckpt}: {expected}" in msg
     assert not (tmp_path / "runs" / "ft" / "metrics.jsonl").exists(), "training started"
+
+
+# --- real-data inputs a torchvision user has: a Pet folder laid out like torchvision's own test fixtures
+
+def pets_cli(capsys, root, out, *extra):
+    capsys.readouterr()
+    status = main(["data", "pets", "--root", str(root), "--out", str(out), "--workers", "1", *extra])
+    return status, capsys.readouterr().err
+
+
+def test_pets_breed_id_minus_one_names_the_field(tmp_path, capsys):
+    root = write_torchvision_pets(tmp_path, breed_id="-1", noise_trimaps=False)
+    listing = root / "oxford-iiit-pet" / "annotations" / "list.txt"
+    msg = cli_error(capsys, ["data", "pets", "--root", str(root), "--out", str(tmp_path / "m.parquet")])
+    assert msg == (f"mixsweep: error: {listing}:1: field 4 (BREED-ID) of Abyssinian_1 is '-1'; expected a positive "
+                   f"integer (the breed's number within its species: 1-12 for cats, 1-25 for dogs)")
+
+
+def test_pets_every_trimap_bad_is_an_error_naming_the_folder(tmp_path, capsys):
+    root = write_torchvision_pets(tmp_path, breed_id="3", noise_trimaps=True)
+    out = tmp_path / "m.parquet"
+    status, err = pets_cli(capsys, root, out)
+    assert status == 2 and not out.exists()
+    errors = [line for line in err.splitlines() if line.startswith("mixsweep: error: ")]
+    assert len(errors) == 1
+    pets = root / "oxford-iiit-pet"
+    assert errors[0].startswith(f"mixsweep: error: {pets}: the train split would be empty: none of the 9 images "
+                                f"in annotations/list.txt is usable (9 trimap values outside 1/2/3; first: "
+                                f"{pets / 'annotations' / 'trimaps' / 'Abyssinian_1.png'}: trimap values [")
+
+
+def test_pets_bad_trimap_warning_names_the_trimap_file(tmp_path, capsys):
+    root = write_torchvision_pets(tmp_path, breed_id="3", noise_trimaps=True)
+    _, err = pets_cli(capsys, root, tmp_path / "m.parquet")
+    warned = [line for line in err.splitlines() if line.startswith("mixsweep: warning: ")]
+    trimaps = root / "oxford-iiit-pet" / "annotations" / "trimaps"
+    assert len(warned) == 9
+    for line in warned:
+        path, _, rest = line.removeprefix("mixsweep: warning: ").partition(": ")
+        assert path.startswith(f"{trimaps}/") and path.endswith(".png"), line
+        assert "outside 1/2/3" in rest and f"{path.rsplit('/', 1)[1].removesuffix('.png')} is excluded" in rest
+
+
+@pytest.mark.parametrize("scheme,empty", [("stratified", ["val", "test"]), ("official", ["val"])])
+def test_pets_empty_val_or_test_split_is_a_warning_naming_it(tmp_path, capsys, scheme, empty):
+    root = write_torchvision_pets(tmp_path, breed_id="3", noise_trimaps=False)  # 3 images a breed: < 15% each
+    out = tmp_path / "m.parquet"
+    status, err = pets_cli(capsys, root, out, "--split", scheme)
+    assert status == 0 and out.is_file()
+    warned = {line.split(": the ", 1)[1].split(" split is empty")[0] for line in err.splitlines()
+              if line.startswith(f"mixsweep: warning: {root / 'oxford-iiit-pet'}: the ") and "split is empty" in line}
+    assert warned == set(empty)
+
+
+@pytest.mark.parametrize("missing", ["trainval.txt", "test.txt"])
+def test_pets_official_split_needs_both_split_files(tmp_path, capsys, missing):
+    root = write_torchvision_pets(tmp_path, breed_id="3", noise_trimaps=False)
+    path = root / "oxford-iiit-pet" / "annotations" / missing
+    path.unlink()
+    out = tmp_path / "m.parquet"
+    msg = cli_error(capsys, ["data", "pets", "--root", str(root), "--out", str(out), "--split", "official"])
+    assert msg.startswith(f"mixsweep: error: {path}: not found; --split official takes test from")
+    assert not out.exists()
+
+
+def test_coco_index_help_names_the_required_fields_and_neither(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["data", "coco-index", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Required in the JSON" in text and "images[] id, file_name, width, height" in text
+    assert "categories[] id, name, supercategory" in text
+    assert "neither the rest: an image without annotations (unless --unlabelled-as-non-animal)" in text
+    assert "Mixtures never draw these" in text
+
+
+def test_mix_default_val_size_says_it_is_the_default(tmp_path, capsys):
+    ann, _ = write_coco_fixture(tmp_path, {k: COCO_CASES[k] for k in (1, 2, 7)})  # 2 animal, 1 non-animal
+    index = tmp_path / "index.parquet"
+    assert main(["data", "coco-index", "--annotations", str(ann), "--out", str(index)]) == 0
+    argv = ["data", "mix", "--index", str(index), "--animal-fraction", "0.5", "--out", str(tmp_path / "mix.parquet")]
+    msg = cli_error(capsys, argv)
+    assert msg.startswith("mixsweep: error: the default --val-size 1 (1/25 of the smaller class, at least 1): "
+                          "validation needs 1 animal and 1 non-animal images, at most 0 of each are available")
+    msg = cli_error(capsys, argv + ["--val-size", "1"])
+    assert msg.startswith("mixsweep: error: --val-size 1: validation needs")

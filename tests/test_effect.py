@@ -208,19 +208,19 @@ def test_report_states_trivial_answers_schedule_and_resnet18(tmp_path):
 def test_make_report_prints_the_sentence_and_returns_effect_json(tmp_path, monkeypatch):
     from rich.console import Console
 
-    from mixsweep.sweep import report as sweep_report
+    from mixsweep.sweep import results as sweep_results
 
     results = world(slope=0.08)
     store = SimpleNamespace(root=tmp_path)
-    monkeypatch.setattr(sweep_report, "spec_results", lambda spec: (results, {}, store, None))
+    monkeypatch.setattr(sweep_results, "spec_results", lambda spec: (results, {}, store, None))
     # The real tracker, W&B switched off: the report must not depend on W&B to be written.
     spec = SimpleNamespace(name="demo", wandb=SimpleNamespace(model_dump=lambda mode: {"mode": "disabled"}))
     console = Console(record=True, width=400)
-    paths = sweep_report.make_report(spec, console=console)
+    paths = sweep_results.make_report(spec, console=console)
     assert paths["effect.json"] == tmp_path / "reports" / "demo" / "effect.json"
     assert all(p.is_file() for p in paths.values())
     printed = console.export_text()
-    assert sweep_report.effect_summary(results) in printed and "detected at fine-tune size 1" in printed
+    assert sweep_results.effect_summary(results) in printed and "detected at fine-tune size 1" in printed
 
 
 # ---------------------------------------------------------------------------------------- simulated seeds

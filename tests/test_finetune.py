@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import finetune_config, pretrain_config
+from mixsweep.data.pets import IGNORE_LABEL
 from mixsweep.models.mae import get_preset
 from mixsweep.train.config import parse_job
-from mixsweep.train.finetune import IGNORE, FinetuneTask, prepare_finetune_data
+from mixsweep.train.finetune import FinetuneTask, prepare_finetune_data
 from mixsweep.train.loop import load_state, local_world, read_metrics
 from mixsweep.train.metrics import SegMetrics
 from mixsweep.train.ray_jobs import run_local
@@ -182,7 +183,7 @@ def test_padded_eval_gives_the_unpadded_metrics(train_inputs, tmp_path):
             sizes.append(batch["images"].shape[0])
             if len(batch["index"]):
                 logits = model(batch["images"])
-                m.update(logits, batch["masks"], F.cross_entropy(logits, batch["masks"], ignore_index=IGNORE,
+                m.update(logits, batch["masks"], F.cross_entropy(logits, batch["masks"], ignore_index=IGNORE_LABEL,
                                                                  reduction="sum"))
         return m, sizes
 

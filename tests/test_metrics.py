@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mixsweep.train.metrics import LABEL_NAMES, SegMetrics, confusion_matrix, metrics_from_confusion
+from mixsweep.data.pets import LABEL_NAMES
+from mixsweep.train.metrics import SegMetrics, confusion_matrix, metrics_from_confusion
 
 
 def onehot_logits(pred: torch.Tensor, c: int = 3) -> torch.Tensor:

@@ -109,8 +109,11 @@ def test_trimap_problems_exclude_the_image(tmp_path):
     root = write_pets_fixture(tmp_path, per_breed=4, awkward=False)
     Image.new("L", (10, 10), 1).save(root / "annotations" / "trimaps" / "beagle_1.png")
     Image.fromarray(np.full((44, 60), 7, np.uint8), mode="L").save(root / "annotations" / "trimaps" / "beagle_2.png")
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning) as caught:
         r = rows(build_pets_manifest(root, workers=1))
+    # The warning names the file at fault, the trimap, not the image beside it.
+    warned = {str(w.message).split(": ", 1)[0] for w in caught}
+    assert warned == {str(root / "annotations" / "trimaps" / f"beagle_{i}.png") for i in (1, 2)}
     assert "trimap size 10x10 != image size 60x44" in r["beagle_1"]["issue"]
     assert "trimap values [7] outside 1/2/3" in r["beagle_2"]["issue"]
     assert r["beagle_1"]["split"] == r["beagle_2"]["split"] == "excluded"
@@ -132,6 +135,26 @@ def test_official_scheme_keeps_test_txt_as_test(pets_root):
     assert {x["split"] for x in r.values() if x["official_split"] == "trainval" and x["usable"]} == {"train", "val"}
 
 
+def test_official_scheme_warns_of_images_in_neither_split_file(tmp_path):
+    root = write_pets_fixture(tmp_path, per_breed=8, awkward=False)
+    tv = root / "annotations" / "trainval.txt"
+    tv.write_text("\n".join(line for line in tv.read_text().splitlines() if not line.startswith("beagle_1 ")) + "\n")
+    with pytest.warns(UserWarning, match=r"list\.txt: 1 usable images are in neither trainval\.txt nor test\.txt "
+                                         r"\(first: beagle_1\)"):
+        r = rows(build_pets_manifest(root, scheme="official", workers=1))
+    assert r["beagle_1"]["split"] in ("train", "val")
+
+
+def test_official_scheme_with_every_usable_image_in_test_is_an_error(tmp_path):
+    root = write_pets_fixture(tmp_path, per_breed=4, awkward=False)
+    ann = root / "annotations"
+    (ann / "test.txt").write_text((ann / "list.txt").read_text())
+    (ann / "trainval.txt").write_text("")
+    with pytest.raises(MixsweepError, match=rf"^{root}: the train split would be empty: all 20 usable images are in "
+                                            r"annotations/test\.txt \(--split official\)$"):
+        build_pets_manifest(root, scheme="official", workers=1)
+
+
 @pytest.mark.parametrize("breakage,message", [
     (lambda root: shutil.rmtree(root), "Oxford-IIIT Pet root not found"),
     (lambda root: shutil.rmtree(root / "annotations"), "not an Oxford-IIIT Pet folder"),
@@ -140,7 +163,13 @@ def test_official_scheme_keeps_test_txt_as_test(pets_root):
     (lambda root: (root / "images" / "beagle_2.jpg").unlink(),
      r"images/beagle_2\.jpg: image file missing"),
     (lambda root: (root / "annotations" / "list.txt").write_text("#hdr\nbeagle_1 5 2\n"),
-     r"list\.txt:2: expected 'Image CLASS-ID SPECIES BREED-ID'"),
+     r"list\.txt:2: expected 'Image CLASS-ID SPECIES BREED-ID' \(4 fields\), got 3: 'beagle_1 5 2'"),
+    (lambda root: (root / "annotations" / "list.txt").write_text("beagle_1 five 2 4\n"),
+     r"list\.txt:1: field 2 \(CLASS-ID\) of beagle_1 is 'five'; expected a positive integer"),
+    (lambda root: (root / "annotations" / "list.txt").write_text("beagle_1 5 3 4\n"),
+     r"list\.txt:1: field 3 \(SPECIES\) of beagle_1 is '3'; expected 1 \(cat\) or 2 \(dog\)"),
+    (lambda root: (root / "annotations" / "list.txt").write_text("beagle_1 5 2 0\n"),
+     r"list\.txt:1: field 4 \(BREED-ID\) of beagle_1 is '0'; expected a positive integer \(the breed's number"),
     (lambda root: (root / "annotations" / "list.txt").write_text("beagle_1 5 2 4\nbeagle_1 5 2 4\n"),
      r"list\.txt:2: beagle_1 is listed twice \(first on line 1\)"),
 ])

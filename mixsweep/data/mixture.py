@@ -101,6 +101,7 @@ class MixturePlan:
 def plan_pools(index: pa.Table, seed: int, val_index: pa.Table | None = None, val_size: int | None = None) -> MixturePlan:
     """Split the index into seed-ordered training pools and a seed-independent validation pool."""
     animal, non = class_ids(index)
+    given = val_size is not None
     if val_index is not None:
         v_animal, v_non = class_ids(val_index)
         overlap = np.intersect1d(np.concatenate([animal, non]), np.concatenate([v_animal, v_non]))
@@ -117,9 +118,16 @@ def plan_pools(index: pa.Table, seed: int, val_index: pa.Table | None = None, va
     if val_size is None:
         val_size = limit
     if not 0 <= val_size <= limit:
+        if source == "holdout":
+            pool = (f"half the smaller class may be held out of the training index's {len(animal)} animal and "
+                    f"{len(non)} non-animal images")
+        else:
+            pool = f"the validation index has {len(v_animal)} animal and {len(v_non)} non-animal images"
+        what = (f"--val-size {val_size}" if given
+                else f"the default --val-size {val_size} (1/{HOLDOUT_DIVISOR} of the smaller class, at least 1)")
         raise MixsweepError(
-            f"--val-size {val_size}: validation needs {val_size} animal and {val_size} non-animal images, "
-            f"at most {limit} are available ({source})"
+            f"{what}: validation needs {val_size} animal and {val_size} non-animal images, "
+            f"at most {limit} of each are available ({pool})"
         )
     if source == "holdout":
         v_animal, v_non = v_animal[:val_size], v_non[:val_size]

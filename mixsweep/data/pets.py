@@ -26,11 +26,13 @@ from mixsweep.data.mixture import check_fraction, hash_rank, round_half_up
 from mixsweep.errors import MixsweepError
 from mixsweep.tables import read_table, table_metadata
 
+# The label rule, defined here only: metrics, training, pictures and benchmarks import it.
 TRIMAP_TO_LABEL = {1: 0, 2: 1, 3: 2}  # pet, background, border
 LABEL_NAMES = ("pet", "background", "border")
-IGNORE_LABEL = 255
+IGNORE_LABEL = 255  # any other trimap value, and padding; left out of loss and metrics
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 SPLIT_SCHEMES = ("stratified", "official")
+_OFFICIAL_VAL_SHARE = SPLIT_FRACTIONS["val"] / (SPLIT_FRACTIONS["train"] + SPLIT_FRACTIONS["val"])  # of trainval
 PACK_FIT = "squash"  # the whole pet and its whole trimap, as the paper resized them; masks nearest
 
 MANIFEST_COLUMNS = [
@@ -73,6 +75,14 @@ class PetEntry:
         return self.name.rsplit("_", 1)[0]
 
 
+LIST_FIELDS = ("Image", "CLASS-ID", "SPECIES", "BREED-ID")
+_FIELD_EXPECTED = {
+    "CLASS-ID": "a positive integer (the breed's class, 1-37)",
+    "SPECIES": "1 (cat) or 2 (dog)",
+    "BREED-ID": "a positive integer (the breed's number within its species: 1-12 for cats, 1-25 for dogs)",
+}
+
+
 def parse_list(path: Path) -> list[PetEntry]:
     """Parse list.txt / trainval.txt / test.txt: `#` comments, then `Image CLASS-ID SPECIES BREED-ID`."""
     if not path.is_file():
@@ -83,39 +93,50 @@ def parse_list(path: Path) -> list[PetEntry]:
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
-            raise MixsweepError(f"{path}:{lineno}: expected 'Image CLASS-ID SPECIES BREED-ID', got {line[:60]!r}")
-        name, class_id, species, breed_id = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
+        if len(parts) != len(LIST_FIELDS):
+            raise MixsweepError(f"{path}:{lineno}: expected '{' '.join(LIST_FIELDS)}' ({len(LIST_FIELDS)} fields), "
+                                f"got {len(parts)}: {line[:60]!r}")
+        name = parts[0]
+        values = {}
+        for i, (field, text) in enumerate(zip(LIST_FIELDS[1:], parts[1:]), 2):
+            ok = text.isascii() and text.isdigit() and int(text) > 0
+            if ok and field == "SPECIES":
+                ok = int(text) in (1, 2)
+            if not ok:
+                raise MixsweepError(f"{path}:{lineno}: field {i} ({field}) of {name} is {text!r}; expected "
+                                    f"{_FIELD_EXPECTED[field]}")
+            values[field] = int(text)
         if name in seen:
             raise MixsweepError(f"{path}:{lineno}: {name} is listed twice (first on line {seen[name]})")
         seen[name] = lineno
-        if species not in (1, 2):
-            raise MixsweepError(f"{path}:{lineno}: SPECIES must be 1 (cat) or 2 (dog), got {species}")
-        entries.append(PetEntry(name, class_id, "cat" if species == 1 else "dog", breed_id))
+        species = "cat" if values["SPECIES"] == 1 else "dog"
+        entries.append(PetEntry(name, values["CLASS-ID"], species, values["BREED-ID"]))
     return entries
 
 
-def _inspect(args: tuple[str, str]) -> tuple[int, int, str, str]:
-    """(width, height, issue, quirks) of one image+trimap pair; issue '' means usable."""
+def _inspect(args: tuple[str, str]) -> tuple[int, int, str, str, str]:
+    """(width, height, issue, quirks, culprit) of one image+trimap pair; issue '' means usable, culprit is the
+    file the issue is about ('image' or 'trimap')."""
     image_path, trimap_path = args
     try:
         img, quirks = read_rgb_image(image_path)
     except ImageReadError as e:
-        return 0, 0, f"unreadable image: {e.reason}", ""
+        return 0, 0, f"unreadable image: {e.reason}", "", "image"
     w, h = img.size
     try:
         trimap = read_label_png(trimap_path)
     except ImageReadError as e:
-        return w, h, f"unreadable trimap: {e.reason}", quirks
+        return w, h, f"unreadable trimap: {e.reason}", quirks, "trimap"
     if trimap.shape != (h, w):
-        return w, h, f"trimap size {trimap.shape[1]}x{trimap.shape[0]} != image size {w}x{h}", quirks
-    bad = np.setdiff1d(np.unique(trimap), list(TRIMAP_TO_LABEL))
-    if len(bad):
-        return w, h, f"trimap values {bad.tolist()} outside 1/2/3", quirks
-    return w, h, "", quirks
+        return w, h, f"trimap size {trimap.shape[1]}x{trimap.shape[0]} != image size {w}x{h}", quirks, "trimap"
+    bad = np.setdiff1d(np.unique(trimap), list(TRIMAP_TO_LABEL)).tolist()
+    if bad:
+        shown = str(bad[:8])[:-1] + (f", ... ({len(bad)} values)]" if len(bad) > 8 else "]")
+        return w, h, f"trimap values {shown} outside 1/2/3", quirks, "trimap"
+    return w, h, "", quirks, ""
 
 
-def _inspect_all(pairs: list[tuple[str, str]], workers: int | None) -> list[tuple[int, int, str, str]]:
+def _inspect_all(pairs: list[tuple[str, str]], workers: int | None) -> list[tuple[int, int, str, str, str]]:
     workers = workers or min(8, os.cpu_count() or 1)
     if workers <= 1 or len(pairs) < 64:
         return [_inspect(p) for p in pairs]
@@ -182,6 +203,9 @@ def build_pets_manifest(
     for fname, tag in (("trainval.txt", "trainval"), ("test.txt", "test")):
         if (ann / fname).is_file():
             official.update({e.name: tag for e in parse_list(ann / fname)})
+        elif scheme == "official":
+            raise MixsweepError(f"{ann / fname}: not found; --split official takes test from annotations/test.txt "
+                                f"and train/val from annotations/trainval.txt")
 
     rows: list[dict] = []
     missing: list[str] = []
@@ -202,10 +226,11 @@ def build_pets_manifest(
     unlisted = sorted(p.stem for p in (root / "images").iterdir() if is_image_file(p) and p.stem not in listed)
 
     results = _inspect_all([(str(root / r["image_path"]), str(root / r["trimap_path"])) for r in rows], workers)
-    for r, (w, h, issue, quirks) in zip(rows, results):
+    for r, (w, h, issue, quirks, culprit) in zip(rows, results):
         r.update(width=w, height=h, issue=issue, quirks=quirks, usable=issue == "")
         if issue:
-            warnings.warn(f"{root / r['image_path']}: {issue}; excluded from the manifest's splits", stacklevel=2)
+            warnings.warn(f"{root / r[culprit + '_path']}: {issue}; {r['name']} is excluded from the manifest's "
+                          f"splits", stacklevel=2)
     for name in unlisted:
         rows.append(dict(name=name, breed=name.rsplit("_", 1)[0], class_id=0, species="", breed_id=0,
                          official_split="", image_path=f"images/{name}.jpg", trimap_path="", width=0, height=0,
@@ -215,9 +240,14 @@ def build_pets_manifest(
     if scheme == "stratified":
         splits = stratified_split([r["name"] for r in usable], [r["breed"] for r in usable], seed)
     else:
+        orphans = [r["name"] for r in usable if not r["official_split"]]
+        if orphans:
+            warnings.warn(f"{ann / 'list.txt'}: {len(orphans)} usable images are in neither trainval.txt nor "
+                          f"test.txt (first: {orphans[0]}); --split official puts them in train/val", stacklevel=2)
         splits = _official_split(usable, seed)
     for r, s in zip(usable, splits):
         r["split"] = s
+    _check_split_sizes(root, rows, usable, scheme)
     train = [r for r in usable if r["split"] == "train"]
     for r, rank in zip(train, finetune_order([r["name"] for r in train], [r["breed"] for r in train], seed)):
         r["finetune_order"] = rank
@@ -231,6 +261,52 @@ def build_pets_manifest(
     return table.replace_schema_metadata({f"mixsweep.{k}": v for k, v in meta.items()})
 
 
+def _issue_kind(issue: str) -> str:
+    """An issue without its particulars, to count issues of one kind."""
+    for kind in ("unreadable image", "unreadable trimap"):
+        if issue.startswith(kind):
+            return kind
+    if issue.startswith("trimap size"):
+        return "trimap size != image size"
+    if issue.startswith("trimap values"):
+        return "trimap values outside 1/2/3"
+    return issue
+
+
+def _check_split_sizes(root: Path, rows: list[dict], usable: list[dict], scheme: str) -> None:
+    """No train image is an error (nothing to fine-tune on); an empty val or test split is a warning."""
+    counts = {s: sum(r["split"] == s for r in usable) for s in ("train", "val", "test")}
+    if not counts["train"]:
+        listed = [r for r in rows if r["issue"] != "not in annotations/list.txt"]
+        if not usable:
+            kinds: dict[str, int] = {}
+            for r in listed:
+                kinds[_issue_kind(r["issue"])] = kinds.get(_issue_kind(r["issue"]), 0) + 1
+            first = listed[0]
+            culprit = first["image_path"] if first["issue"].startswith("unreadable image") else first["trimap_path"]
+            raise MixsweepError(
+                f"{root}: the train split would be empty: none of the {len(listed)} images in "
+                f"annotations/list.txt is usable ({', '.join(f'{n} {k}' for k, n in kinds.items())}; first: "
+                f"{root / culprit}: {first['issue']})")
+        raise MixsweepError(f"{root}: the train split would be empty: all {len(usable)} usable images are in "
+                            f"annotations/test.txt (--split {scheme})")
+    for split in ("val", "test"):
+        if counts[split]:
+            continue
+        if scheme == "official" and split == "test":
+            why = "no usable image is listed in annotations/test.txt"
+        else:
+            pool = [r for r in usable if r["split"] != "test"] if scheme == "official" else usable
+            per_breed: dict[str, int] = {}
+            for r in pool:
+                per_breed[r["breed"]] = per_breed.get(r["breed"], 0) + 1
+            what = "trainval.txt's" if scheme == "official" else "the"
+            share = _OFFICIAL_VAL_SHARE if scheme == "official" else SPLIT_FRACTIONS[split]
+            why = (f"{what} {len(pool)} usable images, at most {max(per_breed.values())} per breed, are too few "
+                   f"to give {split} {share:.0%} of each breed")
+        warnings.warn(f"{root}: the {split} split is empty: {why}", stacklevel=3)
+
+
 def _official_split(usable: list[dict], seed: int) -> list[str]:
     """test.txt stays test; trainval.txt is split 70:15 into train and val, stratified by breed."""
     out = ["test" if r["official_split"] == "test" else "" for r in usable]
@@ -240,10 +316,9 @@ def _official_split(usable: list[dict], seed: int) -> list[str]:
     by_breed: dict[str, list[int]] = {}
     for j, i in enumerate(tv):
         by_breed.setdefault(usable[i]["breed"], []).append(j)
-    val_share = SPLIT_FRACTIONS["val"] / (SPLIT_FRACTIONS["train"] + SPLIT_FRACTIONS["val"])
     for js in by_breed.values():
         js = sorted(js, key=lambda j: (int(ranks[j]), names[j]))
-        n_val = round_half_up(val_share * len(js))
+        n_val = round_half_up(_OFFICIAL_VAL_SHARE * len(js))
         for k, j in enumerate(js):
             out[tv[j]] = "val" if k < n_val else "train"
     return out

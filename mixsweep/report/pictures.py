@@ -17,12 +17,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
 
+from mixsweep.data.pets import LABEL_NAMES
+
 CELL_INCHES = 1.5
 DPI = 100
 CELL_PX = int(CELL_INCHES * DPI)
 
-SEG_CLASSES = ("pet", "background", "border")
-# RGB in [0, 1] for labels 0, 1, 2; any other label (255 = ignore) is black.
+# RGB in [0, 1] for labels 0, 1, 2 (LABEL_NAMES); any other label (IGNORE_LABEL) is black.
 SEG_PALETTE = ((0.90, 0.55, 0.10), (0.20, 0.40, 0.75), (0.95, 0.95, 0.60))
 
 
@@ -147,6 +148,6 @@ def save_segmentations(
         for r in range(n):
             axes[r, c].imshow(pics[r], interpolation="nearest")
         _label(axes[0, c], name)
-    handles = [Patch(color=rgb, label=name) for rgb, name in zip(SEG_PALETTE, SEG_CLASSES)]
+    handles = [Patch(color=rgb, label=name) for rgb, name in zip(SEG_PALETTE, LABEL_NAMES)]
     axes[-1, -1].legend(handles=handles, loc="lower right", fontsize=6, framealpha=0.75)
     return _save(fig, path)

@@ -225,7 +225,10 @@ def grid_mixture(spec, index: pa.Table, val_index: pa.Table | None, fraction: fl
         return build_mixture(index, fraction, size=spec.mixture.size, seed=seed, val_index=val_index,
                              val_size=spec.mixture.val_size)
     except MixsweepError as e:  # name the spec's key, not the CLI flag
-        raise MixsweepError(f"{spec.name}: mixture.{str(e).removeprefix('--')}") from None
+        msg = str(e).replace("--val-size", "mixture.val_size").replace("--size", "mixture.size")
+        if msg.startswith("--"):
+            msg = "mixture." + msg.removeprefix("--")
+        raise MixsweepError(f"{spec.name}: {msg}") from None
 
 
 def _add_union(plan: Plan, store: Store, union: pa.Table, write: bool) -> None:

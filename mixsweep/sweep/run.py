@@ -407,18 +407,5 @@ def _write_results(store: Store) -> None:
         _print(f"warning: mirror {store.mirror}: not brought up to date ({type(e).__name__}: {e})")
 
 
-def spec_results(spec):
-    """(results frame, histories) of this spec's stages, for the report."""
-    store = Store(spec.storage, spec.mirror)
-    store.pull()
-    plan = build_plan(spec, store, write_mixtures=False)
-    keys = [s.key for s in plan.stages]
-    frame = store.results_frame(keys)
-    histories = {k: store.history(k) for k in keys if store.is_done(k)}
-    if frame.empty:
-        raise MixsweepError(f"{spec.name}: no finished stage in {store.root} yet (run `mixsweep run` first)")
-    return frame, histories, store, plan
-
-
 def fmt_float(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:g}"

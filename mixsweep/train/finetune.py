@@ -16,7 +16,8 @@ from torch import nn
 
 from mixsweep.data.augment import AugmentConfig
 from mixsweep.data.packed import PackedLoader, PackedSet, build_pack
-from mixsweep.data.pets import PACK_FIT, finetune_subset, pets_pack_items, read_manifest, trimap_to_labels
+from mixsweep.data.pets import (IGNORE_LABEL, PACK_FIT, finetune_subset, pets_pack_items, read_manifest,
+                                trimap_to_labels)
 from mixsweep.errors import MixsweepError
 from mixsweep.models.mae import get_preset
 from mixsweep.models.segment import build_segmenter
@@ -24,8 +25,6 @@ from mixsweep.train.config import FinetuneJob
 from mixsweep.train.loop import World, worker_batch_size, fit
 from mixsweep.train.metrics import SegMetrics
 from mixsweep.train.recipes import build_optimizer, build_scheduler
-
-IGNORE = 255
 
 
 def _split_names(manifest, split: str) -> list[str]:
@@ -89,7 +88,7 @@ class FinetuneTask:
         for split in ("val", "test"):
             # Padded to full batches: a last, smaller batch would make a compiled model recompile.
             self.eval_loaders[split] = PackedLoader(pack, per_worker, train=False, pad_to_batch=True,
-                                                    pad_mask_value=IGNORE,
+                                                    pad_mask_value=IGNORE_LABEL,
                                                     indices=pack.indices_for(_split_names(manifest, split)), **common)
         self.world_batch = job.recipe.batch_size
         self.n_train = len(train_names)
@@ -102,7 +101,7 @@ class FinetuneTask:
 
     def loss(self, model: nn.Module, batch: dict, gen: torch.Generator) -> torch.Tensor:
         logits = model(batch["images"])
-        return F.cross_entropy(logits.float(), batch["masks"], ignore_index=IGNORE,
+        return F.cross_entropy(logits.float(), batch["masks"], ignore_index=IGNORE_LABEL,
                                label_smoothing=self.recipe.label_smoothing)
 
     def _evaluate_split(self, model: nn.Module, split: str, world: World) -> dict[str, float]:
@@ -110,9 +109,9 @@ class FinetuneTask:
         for batch in self.eval_loaders[split]:
             if len(batch["index"]) == 0:
                 continue  # all padding
-            # Padded rows carry IGNORE masks: they add nothing to the confusion matrix or the loss sum.
+            # Padded rows carry IGNORE_LABEL masks: they add nothing to the confusion matrix or the loss sum.
             logits = model(batch["images"]).float()
-            loss_sum = F.cross_entropy(logits, batch["masks"], ignore_index=IGNORE, reduction="sum")
+            loss_sum = F.cross_entropy(logits, batch["masks"], ignore_index=IGNORE_LABEL, reduction="sum")
             metrics.update(logits, batch["masks"], loss_sum)
         metrics.all_reduce()
         return {f"{split}_{k}": v for k, v in metrics.compute().items()}

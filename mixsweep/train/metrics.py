@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-LABEL_NAMES = ("pet", "background", "border")
+from mixsweep.data.pets import IGNORE_LABEL, LABEL_NAMES
 
 
 def _valid_flat_index(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -29,7 +29,8 @@ def _valid_flat_index(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     return torch.where(valid, target * num_classes + pred, torch.full_like(target, spill))
 
 
-def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int = 3, ignore_index: int = 255) -> Tensor:
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int = len(LABEL_NAMES),
+                     ignore_index: int = IGNORE_LABEL) -> Tensor:
     """(C, C) int64 matrix of target (rows) vs predicted (columns) classes over non-ignored pixels.
 
     `pred` holds class indices (any shape), `target` the same shape; `ignore_index` pixels, and any other
@@ -101,7 +102,8 @@ class SegMetrics:
     Call `update` per batch, `all_reduce` once (under DDP) after the last update, then `compute`.
     """
 
-    def __init__(self, num_classes: int = 3, ignore_index: int = 255, device: torch.device | str = "cpu"):
+    def __init__(self, num_classes: int = len(LABEL_NAMES), ignore_index: int = IGNORE_LABEL,
+                 device: torch.device | str = "cpu"):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.device = torch.device(device)

@@ -1,4 +1,8 @@
-"""`mixsweep report` and `mixsweep suggest`: the store's results for one spec → tables, plots, W&B."""
+"""One spec's results, read back from the store, and what is made of them: the report (`mixsweep report`:
+results.md, plots, effect.json, a W&B report run) and the next fractions to run (`mixsweep suggest`).
+
+The numbers, plots and files themselves come from `mixsweep.report`, which never reads the store.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,22 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mixsweep.sweep.run import spec_results
+from mixsweep.errors import MixsweepError
+from mixsweep.sweep.plan import build_plan
+from mixsweep.sweep.store import Store
+
+
+def spec_results(spec):
+    """(results frame, histories, store, plan) of this spec's stages; no finished stage is an error."""
+    store = Store(spec.storage, spec.mirror)
+    store.pull()
+    plan = build_plan(spec, store, write_mixtures=False)
+    keys = [s.key for s in plan.stages]
+    frame = store.results_frame(keys)
+    histories = {k: store.history(k) for k in keys if store.is_done(k)}
+    if frame.empty:
+        raise MixsweepError(f"{spec.name}: no finished stage in {store.root} yet (run `mixsweep run` first)")
+    return frame, histories, store, plan
 
 
 def effect_summary(results) -> str:
