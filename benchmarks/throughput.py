@@ -148,7 +148,8 @@ def packed_batches(pack_dir: str, step: str, batch: int, res: int, device: torch
                    channels_last: bool) -> Iterator[tuple]:
     """Batches from a mixsweep pack, augmented on `device` by PackedLoader, epoch after epoch."""
     from mixsweep.data.augment import AugmentConfig
-    from mixsweep.data.packed import PackedLoader, PackedSet
+    from mixsweep.data.loader import PackedLoader
+    from mixsweep.data.packed import PackedSet
 
     pack = PackedSet.open(pack_dir)
     if step != "mae-pretrain" and pack.masks is None:

@@ -197,7 +197,7 @@ def save_preview(path: Path, coco_pack, mix, pets_pack, pet_names: list[str], se
     import matplotlib.pyplot as plt
 
     from mixsweep.data.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
-    from mixsweep.data.packed import PackedLoader
+    from mixsweep.data.loader import PackedLoader
 
     n = 6
     train_ids = mix.filter(pc.equal(mix.column("split"), "train")).column("image_id").to_pylist()

@@ -171,7 +171,7 @@ class PixelModel(nn.Module):
 
 
 def test_padded_eval_gives_the_unpadded_metrics(train_inputs, tmp_path):
-    from mixsweep.data.packed import PackedLoader
+    from mixsweep.data.loader import PackedLoader
 
     task = _task(train_inputs, tmp_path)
     world = local_world(tmp_path / "eval")
@@ -204,7 +204,7 @@ def test_padded_eval_gives_the_unpadded_metrics(train_inputs, tmp_path):
 
 
 def test_pretrain_validation_in_padded_batches_keeps_its_loss(train_inputs, tmp_path):
-    from mixsweep.data.packed import PackedLoader
+    from mixsweep.data.loader import PackedLoader
     from mixsweep.train.pretrain import PretrainTask, prepare_pretrain_data
 
     job = parse_job(pretrain_config(train_inputs, tmp_path, "pt"))

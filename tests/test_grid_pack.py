@@ -63,7 +63,7 @@ def test_a_fraction_inside_the_union_decodes_nothing(grown):
 
 
 def test_a_new_seed_decodes_only_the_images_no_pack_holds(grown):
-    (_, old), (plan, new) = grown["fraction"], grown["seed"]
+    (_, old), (_, new) = grown["fraction"], grown["seed"]
     old_ids = set(old.rows.column("key").to_pylist())
     new_ids = set(new.rows.column("key").to_pylist())
     assert new.path != old.path and old_ids < new_ids

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from mixsweep.data.augment import AugmentConfig
-from mixsweep.data.packed import PackedLoader, PackedSet, PackItem, build_pack, pack_key
+from mixsweep.data.loader import PackedLoader
+from mixsweep.data.packed import PackedSet, PackItem, build_pack, pack_key
 from mixsweep.errors import MixsweepError
 
 _LUT = np.full(256, 255, dtype=np.uint8)

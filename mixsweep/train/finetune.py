@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mixsweep.data.augment import AugmentConfig
-from mixsweep.data.packed import PackedLoader, PackedSet, build_pack
+from mixsweep.data.loader import PackedLoader
+from mixsweep.data.packed import PackedSet, build_pack
 from mixsweep.data.pets import (IGNORE_LABEL, PACK_FIT, finetune_subset, pets_pack_items, read_manifest,
                                 trimap_to_labels)
 from mixsweep.errors import MixsweepError
