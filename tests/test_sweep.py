@@ -132,6 +132,10 @@ def test_a_trial_tune_gave_up_on_is_recorded_by_the_driver(tmp_path):
 
 # --- real sweeps on a local Ray instance ------------------------------------------------------------
 
+def packs(store: Store) -> list[str]:
+    return sorted(p.name for p in (store.root / "cache").iterdir() if not p.name.startswith("."))
+
+
 @pytest.fixture(scope="module")
 def swept(ray_local, tmp_path_factory):
     """The 2 × 2 × 1 sweep, run once for the tests below."""
@@ -164,6 +168,8 @@ def test_sweep_runs_every_stage_once_and_logs_it(ray_local, swept):
 
     assert overhead_line(store, list(rows["key"])).startswith("median overhead ")
     assert (rows["kind"] == "pretrain").sum() == 2 and (rows["kind"] == "finetune").sum() == 4
+    # Both pre-trainings read one pack of the grid's union; the fine-tunes one Pet pack.
+    assert len(packs(store)) == 2
     for s in plan.stages:
         history = store.history(s.key)
         assert [m["epoch"] for m in history] == [0, 1], s.key
@@ -210,10 +216,11 @@ def test_extending_the_grid_runs_only_the_new_points(swept):
 
     root, _, _ = swept
     store = Store(root / "store")
-    before = result_times(store)
+    before, packed = result_times(store), packs(store)
     wider = write_spec(root / "wider.yaml", root / "store", fractions=(0.0, 0.5, 1.0))
     plan = run_sweep(load_spec(wider), str(wider))
     after = result_times(store)
+    assert packs(store) == packed, "F=0.5 lies inside the union of F=0 and F=1: no new pack"
     assert {k: after[k] for k in before} == before, "a finished stage ran again"
     new = set(after) - set(before)
     assert sorted(plan.by_key()[k].kind for k in new) == ["finetune", "finetune", "pretrain"]
