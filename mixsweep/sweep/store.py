@@ -172,31 +172,16 @@ class Store:
 
     def pull(self) -> list[str]:
         """Copy down every finished stage the mirror has and this store lacks; returns their keys."""
-        if not self.mirror:
-            return []
-        import pyarrow.fs as pafs
-
-        fs, base = self._remote()
-        try:
-            stages = fs.get_file_info(pafs.FileSelector(f"{base}/stages", allow_not_found=True))
-        except OSError as e:
-            raise MixsweepError(f"mirror: cannot list {self.mirror}/stages ({str(e).splitlines()[0]})") from None
         pulled = []
-        for folder in stages:
+        for fs, folder in self._mirror_folders("stages"):
             key = folder.base_name
-            if folder.type != pafs.FileType.Directory or self.is_done(key):
+            if self.is_done(key) or not any(i.base_name == RESULT for i in _files(fs, folder.path, recursive=False)):
                 continue
-            if fs.get_file_info(f"{folder.path}/{RESULT}").type != pafs.FileType.File:
-                continue
-            files = [i for i in fs.get_file_info(pafs.FileSelector(folder.path, recursive=True))
-                     if i.type == pafs.FileType.File]
-            files.sort(key=lambda i: (i.base_name == RESULT, i.path))
-            for info in files:
+            # result.json last, each file by rename: a stage interrupted here is not done, and is pulled again.
+            for info in sorted(_files(fs, folder.path), key=lambda i: (i.base_name == RESULT, i.path)):
                 dest = self.stage_dir(key) / info.path[len(folder.path) + 1:]
-                dest.parent.mkdir(parents=True, exist_ok=True)
                 tmp = dest.with_name(f".{dest.name}.tmp")
-                with fs.open_input_stream(info.path) as src, tmp.open("wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
+                _copy_file(fs, info.path, tmp)
                 os.replace(tmp, dest)
             pulled.append(key)
         return pulled
@@ -204,30 +189,41 @@ class Store:
     def pull_folders(self, rel: str, prefix: str = "") -> list[str]:
         """Copy down each folder <mirror>/<rel>/<name> (name starting with `prefix`) this store lacks; returns
         their names. Each lands under a temporary name first, so a half-copied folder never looks whole."""
+        pulled = []
+        for fs, folder in self._mirror_folders(rel):
+            dest = self.root / rel / folder.base_name
+            if not folder.base_name.startswith(prefix) or dest.exists():
+                continue
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            for info in _files(fs, folder.path):
+                _copy_file(fs, info.path, tmp / info.path[len(folder.path) + 1:])
+            tmp.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+            pulled.append(folder.base_name)
+        return pulled
+
+    def _mirror_folders(self, rel: str) -> list:
+        """(filesystem, folder info) for each folder under <mirror>/<rel>, by name; none without a mirror."""
         if not self.mirror:
             return []
         import pyarrow.fs as pafs
 
         fs, base = self._remote()
         try:
-            folders = fs.get_file_info(pafs.FileSelector(f"{base}/{rel}", allow_not_found=True))
+            infos = fs.get_file_info(pafs.FileSelector(f"{base}/{rel}", allow_not_found=True))
         except OSError as e:
             raise MixsweepError(f"mirror: cannot list {self.mirror}/{rel} ({str(e).splitlines()[0]})") from None
-        pulled = []
-        for folder in sorted(folders, key=lambda i: i.base_name):
-            dest = self.root / rel / folder.base_name
-            if folder.type != pafs.FileType.Directory or not folder.base_name.startswith(prefix) or dest.exists():
-                continue
-            tmp = dest.with_name(f".{dest.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            for info in fs.get_file_info(pafs.FileSelector(folder.path, recursive=True)):
-                if info.type != pafs.FileType.File:
-                    continue
-                out_path = tmp / info.path[len(folder.path) + 1:]
-                out_path.parent.mkdir(parents=True, exist_ok=True)
-                with fs.open_input_stream(info.path) as src, out_path.open("wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            tmp.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
-            pulled.append(folder.base_name)
-        return pulled
+        return [(fs, i) for i in sorted(infos, key=lambda i: i.base_name) if i.type == pafs.FileType.Directory]
+
+
+def _files(fs, folder: str, recursive: bool = True) -> list:
+    import pyarrow.fs as pafs
+
+    return [i for i in fs.get_file_info(pafs.FileSelector(folder, recursive=recursive)) if i.type == pafs.FileType.File]
+
+
+def _copy_file(fs, src: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with fs.open_input_stream(src) as inp, dest.open("wb") as out:
+        shutil.copyfileobj(inp, out, 1 << 20)
