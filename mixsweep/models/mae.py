@@ -21,6 +21,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import Tensor
 
+from mixsweep.checkpoint import clean_state_dict, read_state_dict
 from mixsweep.errors import MixsweepError
 
 
@@ -270,34 +271,6 @@ def build_mae(preset: str | MAEPreset = "base", norm_pix_loss: bool = True) -> M
 # Checkpoints ----------------------------------------------------------------------------------------------
 
 MAE_INITS = ("full", "encoder")
-# Prefixes that wrappers add to parameter names: DDP, torch.compile.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from a file holding {"model": sd} or a bare sd; MixsweepError if it is neither."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise MixsweepError(f"{path}: no such checkpoint file") from None
-    except Exception as e:  # a truncated zip, a text file, a pickle with foreign objects, ...
-        reason = " ".join(str(e).split())[:120]
-        raise MixsweepError(f"{path}: not a readable checkpoint ({type(e).__name__}: {reason})") from None
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise MixsweepError(f"{path}: not a readable checkpoint (no state dict of tensors inside)")
-    return {_strip_wrappers(str(k)): v for k, v in obj.items()}
-
-
-def _strip_wrappers(name: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if name.startswith(prefix):
-                name, changed = name[len(prefix) :], True
-    return name
 
 
 def is_decoder_key(name: str) -> bool:
@@ -323,7 +296,7 @@ def load_mae_checkpoint(
         raise MixsweepError(f"unknown MAE init {init!r}; choose one of {', '.join(MAE_INITS)}")
     if isinstance(path, Mapping):
         source = "<state dict>"
-        sd = {_strip_wrappers(str(k)): v for k, v in path.items()}
+        sd = clean_state_dict(path)
     else:
         source = str(path)
         sd = read_state_dict(path)

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
+from mixsweep.checkpoint import read_state_dict
 from mixsweep.errors import MixsweepError
-from mixsweep.models.mae import MaskedAutoencoderViT, _few, build_mae, load_mae_checkpoint, read_state_dict
+from mixsweep.models.mae import MaskedAutoencoderViT, _few, build_mae, load_mae_checkpoint
 
 SEG_HEADS = ("decoder", "linear")
 SEG_KINDS = ("mae", "scratch", "resnet50", "resnet18")

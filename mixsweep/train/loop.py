@@ -28,9 +28,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mixsweep.checkpoint import STATE_FILE, read_checkpoint
 from mixsweep.errors import MixsweepError
 
-STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 
 
@@ -124,18 +124,9 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, epoch:
     return folder
 
 
-def load_state(path: Path) -> dict:
-    """Read a checkpoint's state safely (weights_only); a damaged file is one clear line."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / STATE_FILE
-    if not path.is_file():
-        raise MixsweepError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a damaged file
-        raise MixsweepError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") \
-            from None
+def load_state(path: Path | str) -> dict:
+    """A mixsweep checkpoint's training state (a folder holding STATE_FILE, or the file itself)."""
+    state = read_checkpoint(path)
     if not isinstance(state, dict) or "model" not in state:
         raise MixsweepError(f"{path}: not a mixsweep checkpoint (no 'model' entry)")
     return state
