@@ -14,7 +14,6 @@ from mixsweep.models import (
     build_mae,
     build_segmenter,
     get_preset,
-    layer_id,
     load_mae_checkpoint,
 )
 from mixsweep.models.mae import sincos_pos_embed_2d
@@ -366,17 +365,19 @@ def test_resnet50_segmenter(tmp_path):
         ResNet50Segmenter(weights_path=bad)
 
 
-def test_layer_id():
-    n = 12
-    assert layer_id("mae.cls_token", n) == 0
-    assert layer_id("mae.pos_embed", n) == 0
-    assert layer_id("module.mae.patch_embed.proj.weight", n) == 0
-    assert layer_id("mae.blocks.0.norm1.weight", n) == 1
-    assert layer_id("module._orig_mod.mae.blocks.11.mlp.fc2.bias", n) == 12
-    assert layer_id("blocks.5.attn.qkv.weight", n) == 6
-    for name in ("mae.norm.weight", "mae.decoder_blocks.3.attn.qkv.weight", "mae.decoder_pos_embed",
-                 "mae.mask_token", "mae.decoder_embed.weight", "head.weight", "module.head.bias"):
-        assert layer_id(name, n) == n + 1, name
+def test_group_matcher_layers():
+    """The layers timm's layer decay sees: embeddings 0, encoder block i -> i + 1, everything else last."""
+    from timm.models import group_parameters
+
+    model = build_mae("base")
+    ids = group_parameters(model, model.group_matcher(), reverse=True)
+    assert ids["cls_token"] == ids["pos_embed"] == ids["patch_embed.proj.weight"] == 0
+    assert ids["blocks.0.norm1.weight"] == 1 and ids["blocks.11.mlp.fc2.bias"] == 12
+    for name in ("norm.weight", "decoder_blocks.3.attn.qkv.weight", "decoder_pos_embed", "mask_token",
+                 "decoder_embed.weight", "decoder_pred.bias"):
+        assert ids[name] == 13, name
     seg = build_segmenter("scratch", preset="tiny")
-    ids = {layer_id(k, seg.num_layers) for k, _ in seg.named_parameters()}
-    assert ids == {0, 1, 2, 3}
+    ids = group_parameters(seg, seg.group_matcher(), reverse=True)
+    assert ids["mae.patch_embed.proj.bias"] == 0 and ids["mae.blocks.1.attn.proj.weight"] == 2
+    assert ids["head.weight"] == ids["mae.decoder_norm.bias"] == 3
+    assert set(ids.values()) == {0, 1, 2, 3}

@@ -10,6 +10,7 @@ Everything in `forward` is shape-driven: no `.item()`, no branch on tensor value
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -95,6 +96,14 @@ def sincos_pos_embed_2d(dim: int, grid_size: int, cls_token: bool = True) -> Ten
     return table.float()
 
 
+def vit_group_matcher(prefix: str = "") -> dict[str, str]:
+    """The layers of layer-wise lr decay, in timm's group_matcher form (timm.optim.param_groups_layer_decay):
+    the embeddings, then encoder block i; what matches neither (final norm, decoder, head) comes last, as
+    in the reference MAE fine-tuning code. `prefix`: where the MAE sits in a bigger model ("mae.")."""
+    p = re.escape(prefix)
+    return {"stem": rf"^{p}(?:cls_token|pos_embed|patch_embed\.)", "blocks": rf"^{p}blocks\.(\d+)\."}
+
+
 class MaskedAutoencoderViT(nn.Module):
     """MAE: ViT encoder over the visible patches, ViT decoder over all patches, pixel prediction per patch."""
 
@@ -132,11 +141,6 @@ class MaskedAutoencoderViT(nn.Module):
 
         self.init_weights()
 
-    @property
-    def num_layers(self) -> int:
-        """Encoder depth, for layer-wise learning-rate decay."""
-        return len(self.blocks)
-
     def init_weights(self) -> None:
         """The reference initialisation: sin-cos tables, xavier-uniform linears, N(0, .02) tokens."""
         grid = self.preset.grid_size
@@ -152,7 +156,11 @@ class MaskedAutoencoderViT(nn.Module):
         self.apply(_init_module)
 
     def no_weight_decay(self) -> set[str]:
+        # Tokens and position tables are not weights: decaying them only pulls them towards zero.
         return {"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"}
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        return vit_group_matcher()
 
     # Patch layout -------------------------------------------------------------------------------------
 

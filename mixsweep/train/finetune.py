@@ -95,8 +95,7 @@ class FinetuneTask:
         self.n_train = len(train_names)
 
     def build_optimizer(self, model: nn.Module, world: World):
-        layers = get_preset(self.job.preset).depth if not self.job.model.startswith("resnet") else 0
-        opt = build_optimizer(model, self.recipe, self.world_batch, world.device, layer_decay_layers=layers,
+        opt = build_optimizer(model, self.recipe, self.world_batch, world.device,
                               layer_decay=self.recipe.layer_decay_for(self.job.model))
         return opt, build_scheduler(opt, self.recipe, self.steps_per_epoch, self.world_batch)
 
