@@ -237,6 +237,10 @@ def build_scheduler(
 
     `steps_per_epoch` counts optimizer steps (batches / accum_iter). Each group's peak is its own lr, i.e.
     lr * lr_scale, and so is its floor: min_lr is scaled like the reference MAE code scales it.
+
+    Not timm's CosineLRScheduler(warmup_prefix=True): same schedule, but its lrs differ from this formula by
+    up to ~1e-13 relative (another order of operations), it is stepped with the step count, not `.step()`,
+    and it refuses warmup_epochs == epochs (tests/test_recipes.py measures the difference).
     """
     if steps_per_epoch <= 0:
         raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
