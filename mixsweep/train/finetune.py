@@ -146,5 +146,5 @@ def run_finetune(job: FinetuneJob, pack_path: Path | str, world: World) -> dict:
             "finetune_fraction": job.data.finetune_fraction, "n_train": task.n_train,
             "finetune_schedule": task.schedule, "steps_per_epoch": task.steps_per_epoch,
             "total_steps": task.steps_per_epoch * task.epochs, "job": job.model_dump(mode="json")}
-    return fit(task, world, job.seed, job.run.checkpoint_every, job.run.pictures_every, job.run.fail_after_epoch,
-               meta, job.run.compile)
+    return fit(task, world, job.seed, checkpoint_every=job.run.checkpoint_every,
+               pictures_every=job.run.pictures_every, meta=meta, compile_model=job.run.compile)

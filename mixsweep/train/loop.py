@@ -164,7 +164,7 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
 
 
 def fit(task: Task, world: World, seed: int, checkpoint_every: int = 1, pictures_every: int = 0,
-        fail_after_epoch: int | None = None, meta: dict | None = None, compile_model: bool | None = None) -> dict:
+        meta: dict | None = None, compile_model: bool | None = None) -> dict:
     """Train `task` to its last epoch, resuming from `world.resume_from`; returns the last epoch's metrics.
     `compile_model` None compiles on CUDA only (on a CPU, compile time outweighs the gain for short runs)."""
     t_fit = time.perf_counter()
@@ -241,8 +241,6 @@ def fit(task: Task, world: World, seed: int, checkpoint_every: int = 1, pictures
         else:
             world.report(metrics, None)
         last = metrics
-        if fail_after_epoch is not None and epoch == fail_after_epoch and world.resume_from is None:
-            raise RuntimeError(f"injected failure after epoch {epoch} (run.fail_after_epoch)")
     world.loop_seconds += time.perf_counter() - t_fit
     return last
 
