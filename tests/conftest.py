@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -55,6 +56,33 @@ def finetune_config(inputs, storage, name, model="mae", init=None, **run) -> dic
     if init is not None:
         cfg["init_checkpoint"] = str(init)
     return cfg
+
+
+@contextlib.contextmanager
+def crash_in_epoch(epoch: int):
+    """Jobs run with run_local inside this block die in `epoch` just before reporting it (nothing of that epoch
+    is logged or checkpointed), on a first attempt only: an attempt that resumes from a checkpoint trains on.
+    In this process only; the Ray tests kill real workers and trials instead."""
+    from mixsweep.train import ray_jobs
+
+    make_world = ray_jobs.local_world
+
+    def crashing_world(*args, **kwargs):
+        world = make_world(*args, **kwargs)
+        if world.resume_from is None:
+            report = world.report
+
+            def crash_then_report(metrics, checkpoint):
+                if metrics["epoch"] == epoch:
+                    raise RuntimeError(f"injected failure in epoch {epoch}")
+                report(metrics, checkpoint)
+
+            world.report = crash_then_report
+        return world
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ray_jobs, "local_world", crashing_world)
+        yield
 
 
 HEAD_RESOURCE = "mixsweep_head"

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import finetune_config, pretrain_config
+from conftest import crash_in_epoch, finetune_config, pretrain_config
 from mixsweep.data.pets import IGNORE_LABEL
 from mixsweep.models.mae import get_preset
 from mixsweep.train.config import parse_job
@@ -79,15 +79,15 @@ def test_fixed_steps_is_the_default_and_cycles_a_subset(train_inputs, tmp_path):
 
 
 def test_fixed_steps_run_records_its_schedule_and_resumes_exactly(train_inputs, tmp_path):
-    def cfg(name, **run):
-        c = finetune_config(train_inputs, tmp_path, name, model="scratch", **run)
+    def cfg(name):
+        c = finetune_config(train_inputs, tmp_path, name, model="scratch")
         c["data"]["finetune_fraction"] = 0.25
         c["recipe"].update(epochs=2)
         return parse_job(c)
 
     straight = run_local(cfg("straight"))
-    job = cfg("killed", fail_after_epoch=0)
-    with pytest.raises(RuntimeError, match="injected failure"):
+    job = cfg("killed")
+    with crash_in_epoch(1), pytest.raises(RuntimeError, match="injected failure in epoch 1"):
         run_local(job)
     run_local(job)
     per_epoch = len(_task(train_inputs, tmp_path).train_loader)  # the full split's

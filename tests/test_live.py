@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import pretrain_config
+from conftest import crash_in_epoch, pretrain_config
 from mixsweep import tracking
 from mixsweep.train.config import parse_job
 from mixsweep.train.ray_jobs import run_local
@@ -18,14 +18,14 @@ def live(root, run_id: str = "pt-live0") -> dict:
 
 
 def test_a_failed_then_resumed_job_is_one_run_with_each_epoch_once(train_inputs, tmp_path):
-    cfg = pretrain_config(train_inputs, tmp_path / "runs", "live", fail_after_epoch=1)
+    cfg = pretrain_config(train_inputs, tmp_path / "runs", "live")
     cfg["tracking"] = live(tmp_path)
-    with pytest.raises(RuntimeError, match="injected failure after epoch 1"):
+    with crash_in_epoch(2), pytest.raises(RuntimeError, match="injected failure in epoch 2"):
         run_local(parse_job(cfg))
     first = tracking.run_folders(tmp_path, "pt-live0")
     assert len(first) == 1
     failed = tracking.read_offline_run(first[0])
-    assert failed["exit_code"] == 1 and "injected failure after epoch 1" in failed["summary"]["error"]
+    assert failed["exit_code"] == 1 and "injected failure in epoch 2" in failed["summary"]["error"]
     assert [r["_step"] for r in failed["history"]] == [0, 1]
 
     out = run_local(parse_job(cfg))  # resumes from epoch 1's checkpoint: trains epoch 2 only

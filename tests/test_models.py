@@ -14,7 +14,6 @@ from mixsweep.models import (
     build_mae,
     build_segmenter,
     get_preset,
-    layer_id,
     load_mae_checkpoint,
 )
 from mixsweep.models.mae import sincos_pos_embed_2d
@@ -96,6 +95,37 @@ def test_pos_embed_fixed_sincos():
     half = 48
     assert torch.allclose(table[1 + 8, half:], table[1 + 9, half:])  # same row, next column
     assert not torch.allclose(table[1 + 8, :half], table[1 + 9, :half])
+
+
+def reference_sincos_2d(dim: int, grid: int) -> torch.Tensor:
+    """The official MAE table (get_2d_sincos_pos_embed, cls row included), from its formula: numpy, float64
+    angles, fp32 grid; [sin, cos] of the column index in the first half, of the row index in the second."""
+    import numpy as np
+
+    def one(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        angles = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    cols, rows = np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32))
+    table = np.concatenate([one(dim // 2, cols), one(dim // 2, rows)], axis=1)
+    return torch.from_numpy(np.concatenate([np.zeros((1, dim)), table])).float()
+
+
+@pytest.mark.parametrize("dim,grid", [(768, 14), (512, 14), (96, 8)])
+def test_pos_embed_equals_the_reference_and_timm_only_approximately(dim, grid):
+    from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
+
+    ours = sincos_pos_embed_2d(dim, grid)
+    assert torch.equal(ours, reference_sincos_2d(dim, grid))
+    # timm's table is [sin row, sin col, cos row, cos col], computed in fp32, with no cls row.
+    timm_table = build_sincos2d_pos_embed([grid, grid], dim)
+    assert not torch.allclose(ours[1:], timm_table)  # another layout
+    sin_r, sin_c, cos_r, cos_c = timm_table.split(dim // 4, dim=1)
+    timm_in_mae_layout = torch.cat([sin_c, cos_c, sin_r, cos_r], dim=1)
+    diff = (ours[1:] - timm_in_mae_layout).abs().max().item()
+    # Same numbers up to fp32 rounding of the angles (up to ~7e-7 for ViT-B): not equal, so ours stays.
+    assert 0 < diff < 1e-6, diff
 
 
 # Masking and loss ------------------------------------------------------------------------------------------
@@ -366,17 +396,19 @@ def test_resnet50_segmenter(tmp_path):
         ResNet50Segmenter(weights_path=bad)
 
 
-def test_layer_id():
-    n = 12
-    assert layer_id("mae.cls_token", n) == 0
-    assert layer_id("mae.pos_embed", n) == 0
-    assert layer_id("module.mae.patch_embed.proj.weight", n) == 0
-    assert layer_id("mae.blocks.0.norm1.weight", n) == 1
-    assert layer_id("module._orig_mod.mae.blocks.11.mlp.fc2.bias", n) == 12
-    assert layer_id("blocks.5.attn.qkv.weight", n) == 6
-    for name in ("mae.norm.weight", "mae.decoder_blocks.3.attn.qkv.weight", "mae.decoder_pos_embed",
-                 "mae.mask_token", "mae.decoder_embed.weight", "head.weight", "module.head.bias"):
-        assert layer_id(name, n) == n + 1, name
+def test_group_matcher_layers():
+    """The layers timm's layer decay sees: embeddings 0, encoder block i -> i + 1, everything else last."""
+    from timm.models import group_parameters
+
+    model = build_mae("base")
+    ids = group_parameters(model, model.group_matcher(), reverse=True)
+    assert ids["cls_token"] == ids["pos_embed"] == ids["patch_embed.proj.weight"] == 0
+    assert ids["blocks.0.norm1.weight"] == 1 and ids["blocks.11.mlp.fc2.bias"] == 12
+    for name in ("norm.weight", "decoder_blocks.3.attn.qkv.weight", "decoder_pos_embed", "mask_token",
+                 "decoder_embed.weight", "decoder_pred.bias"):
+        assert ids[name] == 13, name
     seg = build_segmenter("scratch", preset="tiny")
-    ids = {layer_id(k, seg.num_layers) for k, _ in seg.named_parameters()}
-    assert ids == {0, 1, 2, 3}
+    ids = group_parameters(seg, seg.group_matcher(), reverse=True)
+    assert ids["mae.patch_embed.proj.bias"] == 0 and ids["mae.blocks.1.attn.proj.weight"] == 2
+    assert ids["head.weight"] == ids["mae.decoder_norm.bias"] == 3
+    assert set(ids.values()) == {0, 1, 2, 3}

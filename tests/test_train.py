@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import finetune_config, pretrain_config
+from conftest import crash_in_epoch, finetune_config, pretrain_config
 from mixsweep.cli import main
 from mixsweep.errors import MixsweepError
 from mixsweep.train.config import load_job, parse_job
@@ -20,11 +20,12 @@ def _final_state(run_dir):
 
 def test_kill_and_resume_matches_an_uninterrupted_run(train_inputs, tmp_path):
     straight = run_local(parse_job(pretrain_config(train_inputs, tmp_path, "straight")))
-    job = parse_job(pretrain_config(train_inputs, tmp_path, "killed", fail_after_epoch=1))
-    with pytest.raises(RuntimeError, match="injected failure after epoch 1"):
+    job = parse_job(pretrain_config(train_inputs, tmp_path, "killed"))
+    with crash_in_epoch(2), pytest.raises(RuntimeError, match="injected failure in epoch 2"):
         run_local(job)
     assert [m["epoch"] for m in read_metrics(tmp_path / "killed")] == [0, 1]
-    resumed = run_local(job)  # same name and storage: continues at epoch 2
+    with crash_in_epoch(2):  # fires on a first attempt only
+        resumed = run_local(job)  # same name and storage: continues at epoch 2
     epochs = [m["epoch"] for m in read_metrics(tmp_path / "killed")]
     assert epochs == [0, 1, 2], "an epoch was repeated or skipped"
     a, b = _final_state(tmp_path / "straight"), _final_state(tmp_path / "killed")
@@ -41,12 +42,11 @@ def test_kill_and_resume_matches_an_uninterrupted_run(train_inputs, tmp_path):
 
 
 def test_resume_drops_epochs_logged_after_the_last_checkpoint(train_inputs, tmp_path):
-    cfg = pretrain_config(train_inputs, tmp_path, "sparse", checkpoint_every=2, fail_after_epoch=0)
-    with pytest.raises(RuntimeError):
-        run_local(parse_job(cfg))
+    job = parse_job(pretrain_config(train_inputs, tmp_path, "sparse", checkpoint_every=2))
+    with crash_in_epoch(1), pytest.raises(RuntimeError, match="injected failure"):
+        run_local(job)
     assert [m["epoch"] for m in read_metrics(tmp_path / "sparse")] == [0]  # logged, but no checkpoint yet
-    cfg["run"].pop("fail_after_epoch")
-    run_local(parse_job(cfg))  # no checkpoint to resume from: starts over at epoch 0, and logs it once
+    run_local(job)  # no checkpoint to resume from: starts over at epoch 0, and logs it once
     assert [m["epoch"] for m in read_metrics(tmp_path / "sparse")] == [0, 1, 2]
 
 

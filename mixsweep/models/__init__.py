@@ -1,7 +1,7 @@
 """Models: the MAE ViT and the segmenters built on it (plus the ResNet-50 baseline)."""
 
 from mixsweep.models.mae import PRESETS, MAEPreset, MaskedAutoencoderViT, build_mae, get_preset, load_mae_checkpoint
-from mixsweep.models.segment import SEG_HEADS, MAESegmenter, ResNet50Segmenter, build_segmenter, layer_id
+from mixsweep.models.segment import SEG_HEADS, MAESegmenter, ResNet50Segmenter, build_segmenter
 
 __all__ = [
     "PRESETS",
@@ -13,6 +13,5 @@ __all__ = [
     "build_mae",
     "build_segmenter",
     "get_preset",
-    "layer_id",
     "load_mae_checkpoint",
 ]

@@ -10,6 +10,7 @@ Everything in `forward` is shape-driven: no `.item()`, no branch on tensor value
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -21,6 +22,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import Tensor
 
+from mixsweep.checkpoint import clean_state_dict, read_state_dict
 from mixsweep.errors import MixsweepError
 
 
@@ -81,6 +83,8 @@ def sincos_pos_embed_2d(dim: int, grid_size: int, cls_token: bool = True) -> Ten
 
     The first half of each row encodes the column index, the second half the row index: the reference
     builds its grid as meshgrid(w, h) and we keep its layout so fresh tables equal the official ones.
+    Not timm's build_sincos2d_pos_embed: it orders the columns [sin row, sin col, cos row, cos col] and
+    computes in fp32, up to ~7e-7 off the reference (tests/test_models.py).
     """
     if dim % 4:
         raise ValueError(f"2-D sin-cos embedding needs dim divisible by 4, got {dim}")
@@ -92,6 +96,14 @@ def sincos_pos_embed_2d(dim: int, grid_size: int, cls_token: bool = True) -> Ten
     if cls_token:
         table = torch.cat([torch.zeros(1, dim, dtype=table.dtype), table], dim=0)
     return table.float()
+
+
+def vit_group_matcher(prefix: str = "") -> dict[str, str]:
+    """The layers of layer-wise lr decay, in timm's group_matcher form (timm.optim.param_groups_layer_decay):
+    the embeddings, then encoder block i; what matches neither (final norm, decoder, head) comes last, as
+    in the reference MAE fine-tuning code. `prefix`: where the MAE sits in a bigger model ("mae.")."""
+    p = re.escape(prefix)
+    return {"stem": rf"^{p}(?:cls_token|pos_embed|patch_embed\.)", "blocks": rf"^{p}blocks\.(\d+)\."}
 
 
 class MaskedAutoencoderViT(nn.Module):
@@ -131,11 +143,6 @@ class MaskedAutoencoderViT(nn.Module):
 
         self.init_weights()
 
-    @property
-    def num_layers(self) -> int:
-        """Encoder depth, for layer-wise learning-rate decay."""
-        return len(self.blocks)
-
     def init_weights(self) -> None:
         """The reference initialisation: sin-cos tables, xavier-uniform linears, N(0, .02) tokens."""
         grid = self.preset.grid_size
@@ -151,7 +158,11 @@ class MaskedAutoencoderViT(nn.Module):
         self.apply(_init_module)
 
     def no_weight_decay(self) -> set[str]:
+        # Tokens and position tables are not weights: decaying them only pulls them towards zero.
         return {"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"}
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        return vit_group_matcher()
 
     # Patch layout -------------------------------------------------------------------------------------
 
@@ -270,34 +281,6 @@ def build_mae(preset: str | MAEPreset = "base", norm_pix_loss: bool = True) -> M
 # Checkpoints ----------------------------------------------------------------------------------------------
 
 MAE_INITS = ("full", "encoder")
-# Prefixes that wrappers add to parameter names: DDP, torch.compile.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from a file holding {"model": sd} or a bare sd; MixsweepError if it is neither."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise MixsweepError(f"{path}: no such checkpoint file") from None
-    except Exception as e:  # a truncated zip, a text file, a pickle with foreign objects, ...
-        reason = " ".join(str(e).split())[:120]
-        raise MixsweepError(f"{path}: not a readable checkpoint ({type(e).__name__}: {reason})") from None
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise MixsweepError(f"{path}: not a readable checkpoint (no state dict of tensors inside)")
-    return {_strip_wrappers(str(k)): v for k, v in obj.items()}
-
-
-def _strip_wrappers(name: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if name.startswith(prefix):
-                name, changed = name[len(prefix) :], True
-    return name
 
 
 def is_decoder_key(name: str) -> bool:
@@ -323,7 +306,7 @@ def load_mae_checkpoint(
         raise MixsweepError(f"unknown MAE init {init!r}; choose one of {', '.join(MAE_INITS)}")
     if isinstance(path, Mapping):
         source = "<state dict>"
-        sd = {_strip_wrappers(str(k)): v for k, v in path.items()}
+        sd = clean_state_dict(path)
     else:
         source = str(path)
         sd = read_state_dict(path)

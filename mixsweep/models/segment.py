@@ -7,7 +7,6 @@ tokens directly. Both return full-resolution logits (N, num_classes, H, W).
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,8 +16,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
+from mixsweep.checkpoint import read_state_dict
 from mixsweep.errors import MixsweepError
-from mixsweep.models.mae import MaskedAutoencoderViT, _few, build_mae, load_mae_checkpoint, read_state_dict
+from mixsweep.models.mae import MaskedAutoencoderViT, _few, build_mae, load_mae_checkpoint, vit_group_matcher
 
 SEG_HEADS = ("decoder", "linear")
 SEG_KINDS = ("mae", "scratch", "resnet50", "resnet18")
@@ -54,12 +54,11 @@ class MAESegmenter(nn.Module):
         nn.init.xavier_uniform_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    @property
-    def num_layers(self) -> int:
-        return self.mae.num_layers
-
     def no_weight_decay(self) -> set[str]:
         return {f"mae.{k}" for k in self.mae.no_weight_decay() if getattr(self.mae, k, None) is not None}
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        return vit_group_matcher("mae.")  # the new head is matched by neither: the last layer, full lr
 
     def forward(self, imgs: Tensor) -> Tensor:
         latent, _, ids_restore = self.mae.forward_encoder(imgs, 0.0)
@@ -133,22 +132,3 @@ def build_segmenter(
             raise MixsweepError("model kind 'mae' needs an MAE checkpoint (mae_checkpoint)")
         load_mae_checkpoint(mae, mae_checkpoint, mae_init)
     return MAESegmenter(mae, num_classes=num_classes, head=head)
-
-
-_BLOCK = re.compile(r"blocks\.(\d+)\.")
-
-
-def layer_id(name: str, num_layers: int) -> int:
-    """Layer index for layer-wise lr decay: embeddings 0, encoder block i -> i + 1, the rest num_layers + 1."""
-    changed = True
-    while changed:  # wrapper prefixes can stack, e.g. module._orig_mod.mae.
-        changed = False
-        for prefix in ("module.", "_orig_mod.", "mae."):
-            if name.startswith(prefix):
-                name, changed = name[len(prefix) :], True
-    if name in ("cls_token", "pos_embed") or name.startswith("patch_embed."):
-        return 0
-    m = _BLOCK.match(name)
-    if m:
-        return int(m.group(1)) + 1
-    return num_layers + 1

@@ -72,8 +72,6 @@ class RunSettings(_Strict):
     max_failures: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: Optional[bool] = None  # torch.compile the model; None: on CUDA (the fast path), not on CPU
-    # Test hook: raise after reporting this epoch (first attempt only), to exercise resume.
-    fail_after_epoch: Optional[int] = None
 
 
 class TrackingSettings(_Strict):

@@ -95,8 +95,7 @@ class FinetuneTask:
         self.n_train = len(train_names)
 
     def build_optimizer(self, model: nn.Module, world: World):
-        layers = get_preset(self.job.preset).depth if not self.job.model.startswith("resnet") else 0
-        opt = build_optimizer(model, self.recipe, self.world_batch, world.device, layer_decay_layers=layers,
+        opt = build_optimizer(model, self.recipe, self.world_batch, world.device,
                               layer_decay=self.recipe.layer_decay_for(self.job.model))
         return opt, build_scheduler(opt, self.recipe, self.steps_per_epoch, self.world_batch)
 
@@ -147,5 +146,5 @@ def run_finetune(job: FinetuneJob, pack_path: Path | str, world: World) -> dict:
             "finetune_fraction": job.data.finetune_fraction, "n_train": task.n_train,
             "finetune_schedule": task.schedule, "steps_per_epoch": task.steps_per_epoch,
             "total_steps": task.steps_per_epoch * task.epochs, "job": job.model_dump(mode="json")}
-    return fit(task, world, job.seed, job.run.checkpoint_every, job.run.pictures_every, job.run.fail_after_epoch,
-               meta, job.run.compile)
+    return fit(task, world, job.seed, checkpoint_every=job.run.checkpoint_every,
+               pictures_every=job.run.pictures_every, meta=meta, compile_model=job.run.compile)

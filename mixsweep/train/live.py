@@ -31,7 +31,9 @@ class LiveRun:
         self.backlog = backlog  # metrics.jsonl as the attempt starts: epochs up to the checkpoint resumed from
         self.folder: Path | None = None
         self._queue: queue.Queue = queue.Queue()
-        self._pictures = set(self._picture_files())  # an earlier attempt's pictures are not logged again
+        # An earlier attempt's pictures are not logged again, unless this attempt rewrites them (a crash after
+        # the last epoch's pictures were saved, before it was reported).
+        self._pictures = self._picture_files()
         self._thread = threading.Thread(target=self._work, name=f"wandb-{settings.run_id}", daemon=True)
         self._closed = False
         self._thread.start()
@@ -41,9 +43,9 @@ class LiveRun:
     def wrap_report(self, report: Callable[[dict, Path | None], None]) -> Callable[[dict, Path | None], None]:
         def live_report(metrics: dict, checkpoint: Path | None) -> None:
             report(metrics, checkpoint)  # metrics.jsonl and the checkpoint first: they are the record
-            new = sorted(set(self._picture_files()) - self._pictures)
+            new = sorted(self._picture_files() - self._pictures)
             self._pictures.update(new)
-            self._queue.put(("log", (int(metrics["epoch"]), dict(metrics), new)))
+            self._queue.put(("log", (int(metrics["epoch"]), dict(metrics), [path for path, _ in new])))
 
         return live_report
 
@@ -65,9 +67,9 @@ class LiveRun:
 
     # --- the W&B thread ------------------------------------------------------------------------------
 
-    def _picture_files(self) -> list[Path]:
+    def _picture_files(self) -> set[tuple[Path, int]]:
         folder = self.run_dir / "pictures"
-        return sorted(folder.glob("*.png")) if folder.is_dir() else []
+        return {(p, p.stat().st_mtime_ns) for p in folder.glob("*.png")} if folder.is_dir() else set()
 
     def _tracker(self) -> tracking.Tracker:
         s = self.settings

@@ -28,9 +28,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mixsweep.checkpoint import STATE_FILE, read_checkpoint
 from mixsweep.errors import MixsweepError
 
-STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 
 
@@ -124,18 +124,9 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, epoch:
     return folder
 
 
-def load_state(path: Path) -> dict:
-    """Read a checkpoint's state safely (weights_only); a damaged file is one clear line."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / STATE_FILE
-    if not path.is_file():
-        raise MixsweepError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a damaged file
-        raise MixsweepError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") \
-            from None
+def load_state(path: Path | str) -> dict:
+    """A mixsweep checkpoint's training state (a folder holding STATE_FILE, or the file itself)."""
+    state = read_checkpoint(path)
     if not isinstance(state, dict) or "model" not in state:
         raise MixsweepError(f"{path}: not a mixsweep checkpoint (no 'model' entry)")
     return state
@@ -173,7 +164,7 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
 
 
 def fit(task: Task, world: World, seed: int, checkpoint_every: int = 1, pictures_every: int = 0,
-        fail_after_epoch: int | None = None, meta: dict | None = None, compile_model: bool | None = None) -> dict:
+        meta: dict | None = None, compile_model: bool | None = None) -> dict:
     """Train `task` to its last epoch, resuming from `world.resume_from`; returns the last epoch's metrics.
     `compile_model` None compiles on CUDA only (on a CPU, compile time outweighs the gain for short runs)."""
     t_fit = time.perf_counter()
@@ -250,8 +241,6 @@ def fit(task: Task, world: World, seed: int, checkpoint_every: int = 1, pictures
         else:
             world.report(metrics, None)
         last = metrics
-        if fail_after_epoch is not None and epoch == fail_after_epoch and world.resume_from is None:
-            raise RuntimeError(f"injected failure after epoch {epoch} (run.fail_after_epoch)")
     world.loop_seconds += time.perf_counter() - t_fit
     return last
 

@@ -124,5 +124,5 @@ def run_pretrain(job: PretrainJob, pack_path: Path | str, world: World) -> dict:
     torch.manual_seed(job.seed)  # model init: identical on every rank and every attempt
     task = PretrainTask(job, pack_path, world)
     meta = {"kind": "pretrain", "preset": job.preset, "seed": job.seed, "job": job.model_dump(mode="json")}
-    return fit(task, world, job.seed, job.run.checkpoint_every, job.run.pictures_every, job.run.fail_after_epoch,
-               meta, job.run.compile)
+    return fit(task, world, job.seed, checkpoint_every=job.run.checkpoint_every,
+               pictures_every=job.run.pictures_every, meta=meta, compile_model=job.run.compile)

@@ -9,17 +9,11 @@ training with a default; `model_dump(mode="json")` is what content keys hash.
 from __future__ import annotations
 
 import math
-import re
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
-
-# Tokens and position embeddings are not weights: decaying them only pulls them towards zero.
-DEFAULT_NO_WEIGHT_DECAY = ("cls_token", "pos_embed", "mask_token", "decoder_pos_embed")
-
-_BLOCK_RE = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
 
 
 class _Recipe(BaseModel):
@@ -125,66 +119,37 @@ class FinetuneRecipe(_Recipe):
 # Parameter groups and the optimizer
 
 
-def _default_layer_id(name: str, num_layers: int) -> int:
-    from mixsweep.models.segment import layer_id  # imported late: models/ is optional for the rest
-
-    return layer_id(name, num_layers)
-
-
-def _matches(name: str, names: set[str]) -> bool:
-    # Wrappers ("module.", "mae.") prefix the names a model reports as its own.
-    return name in names or any(name.endswith("." + n) for n in names)
-
-
 def param_groups(
-    model: nn.Module,
-    weight_decay: float,
-    base_lr: float,
-    layer_decay: float | None = None,
-    num_layers: int | None = None,
-    no_weight_decay: Iterable[str] = (),
-    layer_id_fn: Callable[[str, int], int] | None = None,
+    model: nn.Module, weight_decay: float, base_lr: float, layer_decay: float | None = None
 ) -> list[dict[str, Any]]:
-    """AdamW groups: no decay for 1-D params (norms), biases and `no_weight_decay` names; frozen params left out.
+    """timm's AdamW groups: no weight decay for 1-D params (norms, biases) and the model's `no_weight_decay()`
+    names; frozen params left out.
 
-    With `layer_decay`, one group per (layer id, decay?) with lr_scale = layer_decay ** (num_layers + 1 - id):
-    id 0 (embeddings) gets the smallest lr, the head (num_layers + 1) the full lr. `layer_id_fn` defaults to
-    mixsweep.models.segment.layer_id. Each group carries lr = base_lr * lr_scale, lr_scale and param_names.
+    With `layer_decay`, timm's layer-wise decay over the layers the model's `group_matcher()` names (for the
+    MAE: the embeddings, then each encoder block; the rest, e.g. the head, is the last layer): lr_scale =
+    layer_decay ** (last layer - layer), so the embeddings get the smallest lr and the head the full lr.
+    Each group also carries lr = base_lr * lr_scale, its layer_id and param_names.
     """
-    skip = set(no_weight_decay)
-    if layer_decay is not None:
-        if num_layers is None:
-            raise ValueError("layer_decay needs num_layers")
-        layer_id_fn = layer_id_fn or _default_layer_id
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        decay = not (p.ndim <= 1 or name.endswith(".bias") or _matches(name, skip))
-        if layer_decay is not None:
-            lid = layer_id_fn(name, num_layers)
-            scale = layer_decay ** (num_layers + 1 - lid)
-        else:
-            lid, scale = 0, 1.0
-        g = groups.setdefault((lid, decay), {
-            "params": [], "param_names": [], "weight_decay": weight_decay if decay else 0.0,
-            "lr_scale": scale, "lr": base_lr * scale, "layer_id": lid,
-        })
-        g["params"].append(p)
-        g["param_names"].append(name)
-    # Ordered by layer so the groups read in model order, independent of registration order.
-    return [groups[k] for k in sorted(groups, key=lambda k: (k[0], not k[1]))]
+    # imported here: timm's import is heavy, and a sweep spec loads the recipes
+    from timm.models import group_parameters
+    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 
-
-def infer_num_layers(model: nn.Module) -> int:
-    """Depth of the ViT encoder: `.preset.depth` (also under `.mae`/`.module`), else the count of distinct
-    `blocks.N` indices in the parameter names (decoder_blocks do not count); 0 for a model without blocks."""
-    for m in (model, getattr(model, "module", None), getattr(model, "mae", None)):
-        depth = getattr(getattr(m, "preset", None), "depth", None)
-        if isinstance(depth, int):
-            return depth
-    ids = {int(mt.group(1)) for n, _ in model.named_parameters() if (mt := _BLOCK_RE.search(n))}
-    return len(ids)
+    no_wd = sorted(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else []
+    if layer_decay is None:
+        groups, layer_of = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_wd), {}
+    else:
+        if not hasattr(model, "group_matcher"):  # timm would fall back to grouping params by count
+            raise ValueError(f"layer_decay needs a model with group_matcher(), not {type(model).__name__}")
+        groups = param_groups_layer_decay(model, weight_decay, no_wd, layer_decay=layer_decay)
+        layer_of = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for g in groups:
+        g["param_names"] = [names[id(p)] for p in g["params"]]
+        g["layer_id"] = layer_of.get(g["param_names"][0], 0)
+        g.setdefault("lr_scale", 1.0)
+        g["lr"] = base_lr * g["lr_scale"]
+    # By layer, decayed first: the order earlier checkpoints saved their optimizer state in (matched by position).
+    return sorted(groups, key=lambda g: (g["layer_id"], g["weight_decay"] == 0))
 
 
 def adamw_kwargs(device: torch.device | str, fused: bool | None = None) -> dict[str, bool]:
@@ -195,46 +160,27 @@ def adamw_kwargs(device: torch.device | str, fused: bool | None = None) -> dict[
     return {"fused": True} if fused else {"foreach": True}
 
 
-def _model_no_weight_decay(model: nn.Module) -> set[str]:
-    for m in (model, getattr(model, "module", None)):
-        fn = getattr(m, "no_weight_decay", None)
-        if callable(fn):
-            return set(fn())
-    return set()
-
-
 def build_optimizer(
     model: nn.Module,
     recipe: PretrainRecipe | FinetuneRecipe,
     world_batch: int,
     device: torch.device | str,
-    layer_decay_layers: int | None = None,
-    layer_id_fn: Callable[[str, int], int] | None = None,
+    *,
     fused: bool | None = None,
     layer_decay: float | None = None,
 ) -> torch.optim.AdamW:
     """AdamW over `param_groups` at lr = recipe.lr(world_batch) * each group's lr_scale.
 
     Layer decay applies for a decay < 1 (`layer_decay`, default a FinetuneRecipe's `layer_decay`; see
-    FinetuneRecipe.layer_decay_for) and an encoder of `layer_decay_layers` blocks (inferred from the model
-    when None; no blocks, e.g. ResNet-50, means no layer decay).
-    No weight decay on DEFAULT_NO_WEIGHT_DECAY and on the model's own `no_weight_decay()` names.
-    `fused` None picks by device (adamw_kwargs).
+    FinetuneRecipe.layer_decay_for) on a model with layers to decay (a `group_matcher()`: the MAE and its
+    segmenter; ResNet-50 has none). `fused` None picks by device (adamw_kwargs).
     """
     lr = recipe.lr(world_batch)
     if layer_decay is None:
         layer_decay = getattr(recipe, "layer_decay", None)
-    num_layers = None
-    if layer_decay is not None and layer_decay < 1:
-        num_layers = infer_num_layers(model) if layer_decay_layers is None else layer_decay_layers
-        if num_layers <= 0:
-            layer_decay = None
-    else:
+    if layer_decay is not None and (layer_decay >= 1 or not hasattr(model, "group_matcher")):
         layer_decay = None
-    groups = param_groups(
-        model, recipe.weight_decay, lr, layer_decay=layer_decay, num_layers=num_layers,
-        no_weight_decay=set(DEFAULT_NO_WEIGHT_DECAY) | _model_no_weight_decay(model), layer_id_fn=layer_id_fn,
-    )
+    groups = param_groups(model, recipe.weight_decay, lr, layer_decay)
     return torch.optim.AdamW(groups, lr=lr, betas=recipe.betas, weight_decay=recipe.weight_decay,
                              **adamw_kwargs(device, fused))
 
@@ -291,6 +237,10 @@ def build_scheduler(
 
     `steps_per_epoch` counts optimizer steps (batches / accum_iter). Each group's peak is its own lr, i.e.
     lr * lr_scale, and so is its floor: min_lr is scaled like the reference MAE code scales it.
+
+    Not timm's CosineLRScheduler(warmup_prefix=True): same schedule, but its lrs differ from this formula by
+    up to ~1e-13 relative (another order of operations), it is stepped with the step count, not `.step()`,
+    and it refuses warmup_epochs == epochs (tests/test_recipes.py measures the difference).
     """
     if steps_per_epoch <= 0:
         raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
