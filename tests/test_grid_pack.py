@@ -47,8 +47,10 @@ def test_the_grid_pack_holds_the_union_of_every_mixture_once(grown):
     assert pack.built == {"decoded": len(pack), "copied": 0, "reused": False}
     for stage in (s for s in plan.stages if s.kind == "pretrain"):
         # Each pre-training finds the one pack and reads its own mixture's rows out of it.
+        # Pointed at the driver's pack, or finding it by its key (a job run by hand from the same config).
         data = PretrainData.model_validate(stage.job["data"])
-        assert pretrain_pack(data).path == pack.path
+        assert data.pack == pack.path and pretrain_pack(data).path == pack.path
+        assert pretrain_pack(data.model_copy(update={"pack": None})).path == pack.path
         mix = read_mixture(data.mixture)
         rows = _rows(pack, mix, "train")
         train_ids = mix.filter(pc.equal(mix.column("split"), "train")).column("image_id").to_pylist()

@@ -246,14 +246,20 @@ def _add_union(plan: Plan, store: Store, union: pa.Table, write: bool) -> None:
 
 def build_grid_pack(plan: Plan, stages: list[Stage] | None = None, progress: bool = False):
     """The grid's pack, built (or found) on the driver before any trial starts: trials started together
-    would each decode it. None when no stage in `stages` (default: all) pre-trains."""
+    would each decode it. Each of `stages` (default: all) that pre-trains is pointed at it (data.pack).
+    A mixture none of whose images is usable fails its own stage later, not the sweep. None when no
+    stage pre-trains."""
     from mixsweep.train.config import PretrainData
-    from mixsweep.train.pretrain import pretrain_pack
+    from mixsweep.train.pretrain import open_or_build_pack
 
-    job = next((s.job for s in (plan.stages if stages is None else stages) if s.kind == "pretrain"), None)
-    if job is None:
+    pre = [s for s in (plan.stages if stages is None else stages) if s.kind == "pretrain"]
+    if not pre:
         return None
-    return pretrain_pack(PretrainData.model_validate(job["data"]), progress=progress)
+    pack = open_or_build_pack(PretrainData.model_validate(pre[0].job["data"]), progress=progress)
+    for s in pre:
+        if s.job["data"].get("union") == pre[0].job["data"].get("union"):
+            s.job["data"]["pack"] = str(pack.path)
+    return pack
 
 
 def _finetune_stage(spec, store, method, parent, seed, fraction, s, names, eval_digest, ft_recipe, manifest_path,

@@ -96,6 +96,7 @@ class PretrainData(_Strict):
     # The image list to pack (a sweep's union of its grid's mixtures, `mixsweep data union`): one pack
     # serves every pre-training of the grid. Default: pack this mixture alone.
     union: Optional[Path] = None
+    pack: Optional[Path] = None  # that pack's folder, set by the sweep's driver once it has built it
     images: Path
     val_images: Optional[Path] = None
     cache: Path = Path("cache")

@@ -27,14 +27,21 @@ def prepare_pretrain_data(job: PretrainJob) -> Path:
 
 
 def pretrain_pack(data: PretrainData, progress: bool = False) -> PackedSet:
-    """The pack of data.union (a whole grid's images, shared by its pre-trainings) when it names one, else
-    of the mixture alone; refused when none of the mixture's training images is usable."""
+    """The job's pack, refused when none of the mixture's training images is usable."""
+    pack = open_or_build_pack(data, progress)
     mix = read_mixture(data.mixture)
-    source = mix if data.union is None else read_mixture(data.union)
-    items = mixture_pack_items([source], data.images, data.val_images)
-    pack = build_pack(items, data.cache, size=data.pack_size, fit="crop", progress=progress)
     pack.require_usable(_rows(pack, mix, "train"), f"{data.mixture} (train split, images in {data.images})")
     return pack
+
+
+def open_or_build_pack(data: PretrainData, progress: bool = False) -> PackedSet:
+    """data.pack as is when it is complete (the sweep's driver built it this run: no re-keying of every
+    file per stage), else the pack of data.union (a whole grid's images), else of the mixture alone."""
+    if data.pack is not None and (data.pack / "meta.json").is_file():
+        return PackedSet.open(data.pack)
+    source = read_mixture(data.mixture if data.union is None else data.union)
+    items = mixture_pack_items([source], data.images, data.val_images)
+    return build_pack(items, data.cache, size=data.pack_size, fit="crop", progress=progress)
 
 
 def _rows(pack: PackedSet, mix, split: str):
