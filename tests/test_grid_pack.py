@@ -4,6 +4,7 @@ the union of the grid's mixtures, and a grid that grows decodes only images no p
 from __future__ import annotations
 
 import pyarrow.compute as pc
+import torch
 import pytest
 
 from mixsweep.data.mixture import mixture_pack_items, read_mixture
@@ -84,3 +85,30 @@ def test_a_pack_built_by_hand_from_the_grids_mixtures_is_the_sweeps_pack(grown):
     items = mixture_pack_items([read_mixture(d.mixture) for d in reversed(data)], data[0].images, data[0].val_images)
     assert pack_key(items, 16, "crop") == pack.path.name
     assert PackedSet.open(pack.path).meta["n"] == len(items)
+
+
+def test_a_mixture_trains_on_the_same_batches_from_the_grid_pack_as_from_its_own(grown, tmp_path):
+    """Why the pre-training keys did not change: a mixture's rows keep their order inside the union pack, so
+    every epoch's batches (images and augmentation) are the ones its own pack gave."""
+    from mixsweep.data.augment import AugmentConfig
+    from mixsweep.data.loader import PackedLoader
+    from mixsweep.data.packed import build_pack
+
+    plan, union = grown["seed"]
+    stage = next(s for s in plan.stages if s.kind == "pretrain" and s.animal_fraction == 0.5 and s.seed == 1)
+    data = PretrainData.model_validate(stage.job["data"])
+    mix = read_mixture(data.mixture)
+    own = build_pack(mixture_pack_items([mix], data.images, data.val_images), tmp_path, size=16)
+    aug = AugmentConfig(out_size=16)
+    for resident in (True, False):
+        a = PackedLoader(own, 8, indices=_rows(own, mix, "train"), seed=3, augment=aug, resident=resident)
+        b = PackedLoader(union, 8, indices=_rows(union, mix, "train"), seed=3, augment=aug, resident=resident)
+        for epoch in (0, 1):
+            a.set_epoch(epoch)
+            b.set_epoch(epoch)
+            pairs = list(zip(a, b, strict=True))
+            assert len(pairs) == 3
+            for x, y in pairs:
+                assert torch.equal(x["images"], y["images"])
+                keys_a = own.rows.column("key").take(x["index"].numpy()).to_pylist()
+                assert keys_a == union.rows.column("key").take(y["index"].numpy()).to_pylist()
