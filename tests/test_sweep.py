@@ -89,6 +89,7 @@ def test_plan_json_has_totals(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["totals"]["stages"] == len(data["stages"]) == 2 + 4 + 2
     assert data["totals"]["pending"] == 8 and data["totals"]["gpu_hours_total"] > 0
+    assert 0 < data["totals"]["pack_images"] == data["totals"]["mixture_rows"]  # F=0 and F=1 share no image
 
 
 def test_a_trial_asks_for_its_worker_or_for_a_driver_slot(tmp_path):
