@@ -10,6 +10,7 @@ from its own checkpoint, and a finished key (result.json in the store) never run
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
@@ -373,6 +374,9 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
                                   callbacks=[progress], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
     )
+    # Results live in the store and W&B, so Tune's own result files are off; its ResultGrid would then warn
+    # once per trial (36 lines for the demo) that they are missing.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     tuner.fit()
     _write_results(store)
     after = build_plan(spec, store, write_mixtures=False)
