@@ -120,7 +120,11 @@ def pack_key(items: Sequence[PackItem], size: int, fit: str, mask_fn: MaskFn | N
     Items sorted by key (as mixture_pack_items gives them) make the key a function of the image set alone:
     the union of a grid's mixtures, built by the sweep or by `data pack --mix`, is one pack.
     """
-    return content_key([pack_rule(size, fit, mask_fn), [source_id(it) for it in items]])
+    return _key(pack_rule(size, fit, mask_fn), [source_id(it) for it in items])
+
+
+def _key(rule: dict, sources: list[str]) -> str:
+    return content_key([rule, sources])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -340,7 +344,7 @@ def build_pack(
     cache_root = Path(cache_root)
     rule = pack_rule(size, fit, mask_fn)
     sources = [source_id(it) for it in items]
-    key = content_key([rule, sources])
+    key = _key(rule, sources)
     final = cache_root / key
     if (final / "meta.json").is_file():
         pack = PackedSet.open(final)  # built once: no source file is opened again

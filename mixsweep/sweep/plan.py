@@ -156,7 +156,6 @@ def _cached_manifest(store: Store, pets_root):
 
 def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
     """Every stage of the spec with its key and status; writes each pre-training's mixture file."""
-    from mixsweep.data.mixture import union_of
     from mixsweep.data.pets import finetune_subset
 
     paths = _data_paths(spec, store)
@@ -207,8 +206,7 @@ def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
                                                    n_full))
     _warn_unresampled(spec, train_sets)
     if mixes:
-        _add_union(plan, store, union_of(mixes), write_mixtures)
-        plan.mixture_rows = sum(m.num_rows for m in mixes)
+        _add_union(plan, store, mixes, write_mixtures)
     for stage in plan.stages:
         if store.is_done(stage.key):
             stage.status = "done"
@@ -231,10 +229,14 @@ def grid_mixture(spec, index: pa.Table, val_index: pa.Table | None, fraction: fl
         raise MixsweepError(f"{spec.name}: {msg}") from None
 
 
-def _add_union(plan: Plan, store: Store, union: pa.Table, write: bool) -> None:
+def _add_union(plan: Plan, store: Store, mixes: list[pa.Table], write: bool) -> None:
     """Every pre-training packs the whole grid's union: a fraction is then an index list into one pack, and
     a grid extended by a fraction inside the union decodes nothing. Its name follows its content, and it
     holds every stage, done or not, so a resumed sweep keeps one pack."""
+    from mixsweep.data.mixture import union_of
+
+    union = union_of(mixes)
+    plan.mixture_rows = sum(m.num_rows for m in mixes)
     ids = list(zip(union.column("split").to_pylist(), union.column("image_id").to_pylist()))
     plan.union, plan.union_size = store.root / "data" / f"union-{_digest(ids)}.parquet", union.num_rows
     if write and not plan.union.is_file():
@@ -256,9 +258,8 @@ def build_grid_pack(plan: Plan, stages: list[Stage] | None = None, progress: boo
     if not pre:
         return None
     pack = open_or_build_pack(PretrainData.model_validate(pre[0].job["data"]), progress=progress)
-    for s in pre:
-        if s.job["data"].get("union") == pre[0].job["data"].get("union"):
-            s.job["data"]["pack"] = str(pack.path)
+    for s in pre:  # one plan, one union: the same pack for all
+        s.job["data"]["pack"] = str(pack.path)
     return pack
 
 
