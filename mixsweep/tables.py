@@ -9,16 +9,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mixsweep.errors import MixsweepError
+from mixsweep.files import atomic_path
 
 
 def write_table(table: pa.Table, out: Path | str) -> Path:
     """Write Parquet with fixed options (no timestamps, so equal tables give equal bytes), atomically."""
     out = Path(out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=True, write_statistics=True)
-        tmp.replace(out)
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp, compression="zstd", use_dictionary=True, write_statistics=True)
     except OSError as e:
         raise MixsweepError(f"{out}: cannot write ({e.strerror or e})") from None
     return out

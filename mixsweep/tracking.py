@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from mixsweep.envvars import environ
+from mixsweep.files import check_writable
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -367,7 +370,7 @@ def _with_run(tracker: Tracker, what: str, body: Callable[[Any, Any], None], exi
         mode = resolve_mode(tracker.mode)
         if mode == "disabled":
             return None
-        _check_writable(tracker.root / "wandb")  # else wandb quietly falls back to a temp dir
+        check_writable(tracker.root / "wandb", "W&B folder")  # else wandb quietly falls back to a temp dir
         import wandb
 
         run = _start(wandb, tracker, mode, what, **init_args)
@@ -435,24 +438,8 @@ def _drop_inherited_service() -> None:
 
 @contextmanager
 def _env(**values: str) -> Iterator[None]:
-    with _ENV_LOCK:
-        old = {k: os.environ.get(k) for k in values}
-        os.environ.update(values)
-        try:
-            yield
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-
-def _check_writable(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    probe = folder / f".write-test-{os.getpid()}"
-    probe.write_text("")
-    probe.unlink()
+    with _ENV_LOCK, environ(**values):  # one wandb.init at a time may see its WANDB_MODE
+        yield
 
 
 def _rows_by_step(history: list[dict]) -> dict[int, dict]:

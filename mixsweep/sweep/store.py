@@ -19,7 +19,6 @@ from it before planning, so none of them runs again; `mixsweep sync` pulls the o
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mixsweep.errors import MixsweepError
+from mixsweep.files import atomic_path, check_writable, copy_atomic, write_text_atomic
 from mixsweep.tables import write_table
 
 RESULT = "result.json"
@@ -34,9 +34,7 @@ FAILED = "failed.json"
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
 
 class Store:
@@ -45,13 +43,7 @@ class Store:
         self.mirror = mirror
 
     def check_writable(self) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-test-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise MixsweepError(f"storage: {self.root} is not writable ({e.strerror or e})") from None
+        check_writable(self.root, "storage")
 
     def stage_dir(self, key: str) -> Path:
         return self.root / "stages" / key
@@ -94,11 +86,7 @@ class Store:
         if (run_dir / "pictures").is_dir():
             shutil.copytree(run_dir / "pictures", folder / "pictures", dirs_exist_ok=True)
         if checkpoint is not None:
-            dest = self.checkpoint(key)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(".state.pt.tmp")
-            shutil.copy2(Path(checkpoint) / "state.pt" if Path(checkpoint).is_dir() else checkpoint, tmp)
-            os.replace(tmp, dest)
+            copy_atomic(Path(checkpoint) / "state.pt" if Path(checkpoint).is_dir() else checkpoint, self.checkpoint(key))
         (folder / FAILED).unlink(missing_ok=True)
         row = {**row, "status": "done", "error": ""}
         _write_json_atomic(folder / RESULT, row)
@@ -179,10 +167,8 @@ class Store:
                 continue
             # result.json last, each file by rename: a stage interrupted here is not done, and is pulled again.
             for info in sorted(_files(fs, folder.path), key=lambda i: (i.base_name == RESULT, i.path)):
-                dest = self.stage_dir(key) / info.path[len(folder.path) + 1:]
-                tmp = dest.with_name(f".{dest.name}.tmp")
-                _copy_file(fs, info.path, tmp)
-                os.replace(tmp, dest)
+                with atomic_path(self.stage_dir(key) / info.path[len(folder.path) + 1:]) as tmp:
+                    _copy_file(fs, info.path, tmp)
             pulled.append(key)
         return pulled
 
@@ -194,12 +180,10 @@ class Store:
             dest = self.root / rel / folder.base_name
             if not folder.base_name.startswith(prefix) or dest.exists():
                 continue
-            tmp = dest.with_name(f".{dest.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            for info in _files(fs, folder.path):
-                _copy_file(fs, info.path, tmp / info.path[len(folder.path) + 1:])
-            tmp.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
+            with atomic_path(dest) as tmp:
+                tmp.mkdir()
+                for info in _files(fs, folder.path):
+                    _copy_file(fs, info.path, tmp / info.path[len(folder.path) + 1:])
             pulled.append(folder.base_name)
         return pulled
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mixsweep import tracking
+from mixsweep.files import check_writable
 
 _STOP = object()
 
@@ -77,14 +78,14 @@ class LiveRun:
                                 timeout_s=s.timeout_s, flush_s=s.flush_s)
 
     def _open(self) -> tuple[Any, Any, set[int]]:
-        import wandb
-
         s = self.settings
         tracker = self._tracker()
         mode = tracking.resolve_mode(tracker.mode)
-        if mode == "disabled":
-            return None, wandb, set()
-        tracking._check_writable(tracker.root / "wandb")  # else wandb quietly falls back to a temp dir
+        if mode == "disabled":  # (before importing wandb: a host may train without it installed)
+            return None, None, set()
+        import wandb
+
+        check_writable(tracker.root / "wandb", "W&B folder")  # else wandb quietly falls back to a temp dir
         earlier = tracking.run_folders(tracker.root, s.run_id)
         run = tracking._start(wandb, tracker, mode, f"stage {s.run_id}", id=s.run_id, name=s.name, group=s.group,
                               job_type=s.job_type, tags=list(s.tags), config=tracking._plain(s.config),

@@ -2,8 +2,8 @@
 
 A job (pre-training, fine-tuning) is a `Task`: it owns its model, loaders, loss and evaluation. `fit` runs
 it in a `World`, which says who this process is (rank, world size, device) and how to report metrics and
-checkpoints. `local_world` needs no Ray (benchmarks, GPU hosts without Ray, tests); `ray_world` lives in
-`mixsweep.train.ray_jobs` and is only imported inside Ray Train workers.
+checkpoints. `local_world` needs no Ray (benchmarks, GPU hosts without Ray, tests); the Ray worlds live in
+`mixsweep.train.ray_worlds` and are only imported inside Ray Train workers and Tune trials.
 
 Resume: a checkpoint holds model, optimizer, scheduler, epoch, step and RNG states. Loaders and masking
 noise draw from generators seeded by (seed, epoch, rank), so a run resumed at epoch k+1 sees the same
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from torch import nn
 
 from mixsweep.checkpoint import STATE_FILE, read_checkpoint
 from mixsweep.errors import MixsweepError
+from mixsweep.files import atomic_path, copy_atomic, write_text_atomic
 
 META_FILE = "meta.json"
 
@@ -116,9 +115,8 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, epoch:
     state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "rng": _rng_state(),
              "metrics": metrics}
-    tmp = folder / f".{STATE_FILE}.tmp"
-    torch.save(state, tmp)
-    tmp.replace(folder / STATE_FILE)
+    with atomic_path(folder / STATE_FILE) as tmp:
+        torch.save(state, tmp)
     (folder / META_FILE).write_text(json.dumps({**meta, "epoch": epoch, "step": step, "metrics": metrics},
                                                indent=1, sort_keys=True, default=str) + "\n")
     return folder
@@ -272,9 +270,7 @@ def truncate_metrics(run_dir: Path, resume_from: Path | None) -> None:
         return
     last = int(load_state(resume_from)["epoch"]) if resume_from is not None else -1
     keep = [m for m in read_metrics(run_dir) if m.get("epoch", -1) <= last]
-    tmp = path.with_name(".metrics.jsonl.tmp")
-    tmp.write_text("".join(json.dumps(m, sort_keys=True) + "\n" for m in keep))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(json.dumps(m, sort_keys=True) + "\n" for m in keep))
 
 
 def local_world(run_dir: Path | str, device: str = "auto", resume: bool = True) -> World:
@@ -289,12 +285,7 @@ def local_world(run_dir: Path | str, device: str = "auto", resume: bool = True) 
         # a checkpointed epoch missing from the curve.
         append_metrics(run_dir, metrics)
         if checkpoint is not None:
-            dest = run_dir / "checkpoints" / f"checkpoint_epoch{metrics['epoch']:04d}"
-            tmp = dest.with_name(f".{dest.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(checkpoint, tmp)
-            shutil.rmtree(dest, ignore_errors=True)
-            os.replace(tmp, dest)
+            copy_atomic(checkpoint, run_dir / "checkpoints" / f"checkpoint_epoch{metrics['epoch']:04d}")
 
     return World(rank=0, world_size=1, device=pick_device(device), run_dir=run_dir, report=report,
                  resume_from=resume_from)
