@@ -82,16 +82,18 @@ def timing(args) -> list[str]:
     from mixsweep.data.mixture import mixture_pack_items, read_mixture
     from mixsweep.data.packed import build_pack
     from mixsweep.demo import demo_spec
-    from mixsweep.sweep.plan import build_grid_pack, build_plan
+    from mixsweep.sweep.plan import build_grid_pack, build_plan, write_plan_inputs, write_spec_data
     from mixsweep.sweep.store import Store
-    from mixsweep.train.config import PretrainData
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = demo_spec()[0].model_copy(update={"storage": Path(tmp) / "store"})
+        store = Store(spec.storage)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the world's awkward Pet files
-            plan = build_plan(spec, Store(spec.storage))
-        data = [PretrainData.model_validate(s.job["data"]) for s in plan.stages if s.kind == "pretrain"]
+            write_spec_data(spec, store)  # what `mixsweep run` writes before it builds the grid's pack
+            plan = build_plan(spec, store)
+            write_plan_inputs(plan, store)
+        data = [s.job.data for s in plan.stages if s.kind == "pretrain"]
         t0 = time.perf_counter()
         decoded = 0
         for k, d in enumerate(data):  # the old path: each pre-training packs its mixture, nothing to copy from
@@ -106,7 +108,8 @@ def timing(args) -> list[str]:
         grid = spec.grid.model_copy(update={"seeds": [*spec.grid.seeds, max(spec.grid.seeds) + 1]})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            grown_plan = build_plan(spec.model_copy(update={"grid": grid}), Store(spec.storage))
+            grown_plan = build_plan(spec.model_copy(update={"grid": grid}), store)
+            write_plan_inputs(grown_plan, store)
         t0 = time.perf_counter()
         grown = build_grid_pack(grown_plan)
         t_grown = time.perf_counter() - t0

@@ -34,9 +34,10 @@ Training, one job from a YAML config (Ray Train, or --local without Ray):
   mixsweep train finetune cfg.yaml    segmentation fine-tuning (MAE, scratch MAE or ResNet-50)
 
 Sweeps, from sweeps/*.yaml (Ray Tune; one pre-training feeds every fine-tune; only new keys run):
-  mixsweep plan SPEC        stage graph: keys, done / pending, estimated GPU-hours
+  mixsweep plan SPEC        stage graph: keys, done / pending, estimated GPU-hours (a dry run)
   mixsweep run SPEC         run the pending stages
-  mixsweep report SPEC      Table 2, plots with 95% CIs over seeds, W&B report run
+  mixsweep report SPEC      Table 2, plots with 95% CIs over seeds, W&B report run (from the store alone)
+  mixsweep results SPEC     the store's rows for the spec: a table, --format csv|json, or --out x.parquet
   mixsweep sync SPEC        upload the sweep's W&B offline runs and declare their inputs (idempotent)
   mixsweep suggest SPEC     the next fractions to run, as a snippet to paste
   mixsweep demo             the demo study on a synthetic world (--world planted|null), then its report
@@ -190,20 +191,20 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     job = load_job(args.config, kind=args.kind)
     if args.local:
-        from mixsweep.train.ray_jobs import run_local
+        from mixsweep.train.launch import run_local
 
         out = run_local(job)
     else:
-        from mixsweep.train.ray_jobs import run_with_ray
+        from mixsweep.train.launch import run_with_ray
 
         out = run_with_ray(job, source=str(args.config), address=args.address)
     t = Table(title=f"{job.kind} {job.run.name}: last epoch")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for k, v in sorted(out["metrics"].items()):
+    for k, v in sorted(out.metrics.items()):
         t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     console.print(t)
-    console.print(f"run folder: {out['run_dir']}")
+    console.print(f"run folder: {out.run_dir}")
 
 
 # --- sweeps ----------------------------------------------------------------------------------------
@@ -216,7 +217,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from mixsweep.sweep.store import Store
 
     spec = load_spec(args.spec)
-    plan = build_plan(spec, Store(spec.storage))
+    plan = build_plan(spec, Store(spec.storage))  # a dry run: writes nothing
     rows = plan_rows(plan)
     totals = {**plan.counts(), "stages": len(rows), "pack_images": plan.union_size,
               "mixture_rows": plan.mixture_rows,
@@ -235,10 +236,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
     console.print(t)
     console.print(f"{totals['stages']} stages: {totals['done']} done, {totals['pending']} pending, "
                   f"{totals['failed']} failed; estimated {totals['gpu_hours_pending']:.3g} of "
-                  f"{totals['gpu_hours_total']:.3g} GPU-hours still to run (one H200, bf16; FACTS.md step rates)")
+                  f"{totals['gpu_hours_total']:.3g} GPU-hours still to run (one H200, bf16, measured step rates)")
     if plan.union is not None:
         console.print(f"pre-training pack: the {plan.union_size} images of the grid's mixtures together, decoded "
-                      f"once ({plan.mixture_rows} rows over the mixtures; list in {plan.union})")
+                      f"once ({plan.mixture_rows} rows over the mixtures; `mixsweep run` lists them in "
+                      f"{plan.union})")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -246,16 +248,46 @@ def cmd_run(args: argparse.Namespace) -> None:
     from mixsweep.sweep.run import run_sweep
 
     spec = load_spec(args.spec)
-    run_sweep(spec, str(args.spec), address=args.address, retry_failed=args.retry_failed)
+    run_sweep(spec, str(args.spec), address=args.address, retry_failed=args.retry_failed,
+              cluster_config=args.cluster_config)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from mixsweep.spec import load_spec
     from mixsweep.sweep.results import make_report
 
-    paths = make_report(load_spec(args.spec))
+    paths = make_report(load_spec(args.spec, check_paths=False))
     for name, path in paths.items():
         console.print(f"{name}: {path}")
+
+
+def cmd_results(args: argparse.Namespace) -> None:
+    from mixsweep.spec import load_spec
+    from mixsweep.sweep.results import results_table
+
+    frame, pending = results_table(load_spec(args.spec, check_paths=False))
+    if args.out is not None:
+        import pyarrow as pa
+
+        from mixsweep.tables import write_table
+
+        write_table(pa.Table.from_pandas(frame, preserve_index=False), args.out)
+        console.print(f"wrote {args.out} ({len(frame)} rows)")
+        return
+    if args.format == "json":
+        print(frame.to_json(orient="records", indent=1))
+        return
+    if args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+        return
+    cols = [c for c in ("kind", "method", "animal_fraction", "finetune_fraction", "seed", "status", "val_loss",
+                        "test_iou_binary", "test_miou", "device", "key") if c in frame]
+    t = Table(title=f"results ({len(frame)} stages, {pending} not finished)")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("kind", "method", "status", "device", "key") else "right")
+    for row in frame[cols].itertuples(index=False):
+        t.add_row(*("-" if v is None or v != v else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    console.print(t)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -263,7 +295,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from mixsweep.sweep.store import Store
     from mixsweep.sweep.sync import sync_store
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, check_paths=False)
     return sync_store(Store(spec.storage, spec.mirror), spec.wandb.model_dump(mode="json"),
                       timeout_s=args.timeout, dry_run=args.dry_run,
                       say=lambda line: console.print(line, markup=False, soft_wrap=True),
@@ -274,7 +306,7 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     from mixsweep.spec import load_spec
     from mixsweep.sweep.results import suggest_snippet
 
-    console.print(suggest_snippet(load_spec(args.spec), k=args.k), markup=False)
+    console.print(suggest_snippet(load_spec(args.spec, check_paths=False), k=args.k), markup=False)
 
 
 # --- demo --------------------------------------------------------------------------------------------
@@ -382,7 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("plan", help="show a sweep's stage graph: keys, status, estimated GPU-hours",
                        description="Expand a sweep spec into its stages (pre-trainings, fine-tunes, baselines) with "
-                                   "their content keys, whether each is done in the store, and estimated cost.")
+                                   "their content keys, whether each is done in the store, and estimated cost. "
+                                   "A dry run: it reads the data roots (the keys follow the images) and the "
+                                   "store, and writes nothing. Synthetic data the store lacks is generated in a "
+                                   "temporary folder.")
     s.add_argument("spec", type=Path, help="sweep spec YAML (sweeps/*.yaml)")
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.set_defaults(func=cmd_plan)
@@ -394,13 +429,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", type=Path)
     s.add_argument("--address", help="Ray cluster address (default: a local instance)")
     s.add_argument("--retry-failed", action="store_true", help="also rerun stages that failed before")
+    s.add_argument("--cluster-config", type=Path, metavar="YAML",
+                   help="the autoscaler's cluster config (the `ray up` YAML): a request is judged against the node "
+                        "types it can start. Default: the config an autoscaler reported to Ray, else "
+                        "~/ray_bootstrap_config.yaml (on a `ray up` head), else only the nodes alive now")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("report", help="tables and plots of a sweep's results",
-                       description="Write results.parquet, results.md (the paper's Table 2 form) and PNG plots "
-                                   "with 95%% bootstrap CIs over seeds under the store, and log them to W&B.")
+                       description="Write results.parquet, results.md (the paper's Table 2 form, the effect test, "
+                                   "the versions and devices the stages trained with) and PNG plots with 95%% "
+                                   "CIs over seeds under the store, and log them to W&B. Works from the store "
+                                   "alone (a copy on a laptop): `mixsweep run` records the spec's stages there, "
+                                   "so the data roots need not exist.")
     s.add_argument("spec", type=Path)
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("results", help="the store's results for a spec, as a table, CSV, JSON or Parquet",
+                       description="One row per finished or failed stage of the spec, read from the store alone "
+                                   "(no data roots needed once `mixsweep run` has recorded the spec's stages): "
+                                   "grid values, final metrics, the versions and device each stage trained with.")
+    s.add_argument("spec", type=Path)
+    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.add_argument("--out", type=Path, help="write every column to this Parquet file instead")
+    s.set_defaults(func=cmd_results)
 
     s = sub.add_parser("sync", help="upload the sweep's W&B offline runs and declare their inputs",
                        description="Upload every W&B offline run of the spec's store (<storage>/wandb/offline-run-*, "

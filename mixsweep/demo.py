@@ -143,7 +143,7 @@ def train_tiny(out: Path, data, seed: int) -> dict[str, Path]:
     import yaml
 
     from mixsweep.train.config import load_job
-    from mixsweep.train.ray_jobs import run_local
+    from mixsweep.train.launch import run_local
 
     jobs = out / "jobs"
     jobs.mkdir(exist_ok=True)
@@ -158,8 +158,8 @@ def train_tiny(out: Path, data, seed: int) -> dict[str, Path]:
     }
     (jobs / "pretrain.yaml").write_text(yaml.safe_dump(pretrain, sort_keys=False))
     pt = run_local(load_job(jobs / "pretrain.yaml"))
-    console.print(f"pre-training: val loss {pt['metrics']['val_loss']:.3f}; pictures in {pt['run_dir'] / 'pictures'}")
-    last = sorted((pt["run_dir"] / "checkpoints").glob("checkpoint_epoch*"))[-1]
+    console.print(f"pre-training: val loss {pt.metrics['val_loss']:.3f}; pictures in {pt.run_dir / 'pictures'}")
+    last = sorted((pt.run_dir / "checkpoints").glob("checkpoint_epoch*"))[-1]
     finetune = {
         "kind": "finetune", "model": "mae", "preset": "tiny", "seed": seed, "init_checkpoint": str(last / "state.pt"),
         "data": {"manifest": str(out / "pets.parquet"), "cache": str(out / "cache"), "pack_size": 64,
@@ -169,7 +169,7 @@ def train_tiny(out: Path, data, seed: int) -> dict[str, Path]:
     }
     (jobs / "finetune.yaml").write_text(yaml.safe_dump(finetune, sort_keys=False))
     ft = run_local(load_job(jobs / "finetune.yaml"))
-    m = ft["metrics"]
+    m = ft.metrics
     t = Table(title="fine-tuned tiny MAE, test split (synthetic pets)")
     for col in ("loss", "accuracy", "IoU (binary)", "mIoU"):
         t.add_column(col, justify="right")
@@ -177,7 +177,7 @@ def train_tiny(out: Path, data, seed: int) -> dict[str, Path]:
               f"{m['test_miou']:.3f}")
     console.print(t)
     console.print(f"job configs: {jobs}/*.yaml (rerun: mixsweep train pretrain {jobs / 'pretrain.yaml'})")
-    return {"pretrain": pt["run_dir"], "finetune": ft["run_dir"]}
+    return {"pretrain": pt.run_dir, "finetune": ft.run_dir}
 
 
 def _split_counts(mix) -> dict[str, int]:

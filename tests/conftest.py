@@ -63,9 +63,9 @@ def crash_in_epoch(epoch: int):
     """Jobs run with run_local inside this block die in `epoch` just before reporting it (nothing of that epoch
     is logged or checkpointed), on a first attempt only: an attempt that resumes from a checkpoint trains on.
     In this process only; the Ray tests kill real workers and trials instead."""
-    from mixsweep.train import ray_jobs
+    from mixsweep.train import launch
 
-    make_world = ray_jobs.local_world
+    make_world = launch.local_world
 
     def crashing_world(*args, **kwargs):
         world = make_world(*args, **kwargs)
@@ -81,7 +81,7 @@ def crash_in_epoch(epoch: int):
         return world
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ray_jobs, "local_world", crashing_world)
+        mp.setattr(launch, "local_world", crashing_world)
         yield
 
 
@@ -112,3 +112,16 @@ def node_ids(ray) -> dict[str, str]:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     head = [n["NodeID"] for n in nodes if HEAD_RESOURCE in n["Resources"]]
     return {"head": head[0], "workers": {n["NodeID"] for n in nodes if HEAD_RESOURCE not in n["Resources"]}}
+
+
+def free_ports(n: int) -> list[int]:
+    """n TCP ports nothing listens on now (for a second Ray cluster beside the session's)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports

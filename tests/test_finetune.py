@@ -17,7 +17,7 @@ from mixsweep.train.config import parse_job
 from mixsweep.train.finetune import FinetuneTask, prepare_finetune_data
 from mixsweep.train.loop import load_state, local_world, read_metrics
 from mixsweep.train.metrics import SegMetrics
-from mixsweep.train.ray_jobs import run_local
+from mixsweep.train.launch import run_local
 
 BATCH = 8
 
@@ -99,7 +99,7 @@ def test_fixed_steps_run_records_its_schedule_and_resumes_exactly(train_inputs, 
         assert torch.equal(a[k], b[k]), k
     meta = json.loads((ckpts[0] / "meta.json").read_text())
     assert meta["finetune_schedule"] == "fixed_steps" and meta["steps_per_epoch"] == per_epoch
-    assert meta["total_steps"] == meta["step"] == straight["metrics"]["step"] == 2 * per_epoch
+    assert meta["total_steps"] == meta["step"] == straight.metrics["step"] == 2 * per_epoch
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_spec_finetune_recipe_reaches_every_finetune_job(tmp_path):
     ft = [s for s in plan.stages if s.kind == "finetune"]
     assert len(ft) == 4
     for s in ft:
-        job = parse_job({**s.job, "run": {"name": "x"}})
+        job = s.job
         assert job.recipe.baseline_layer_decay == 0.6 and job.recipe.layer_decay == 0.75
         assert s.row()["finetune_schedule"] == "fixed_epochs"
     assert {s.row()["finetune_schedule"] for s in plan.stages if s.kind == "pretrain"} == {""}

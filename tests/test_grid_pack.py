@@ -10,9 +10,8 @@ import pytest
 from mixsweep.data.mixture import mixture_pack_items, read_mixture
 from mixsweep.data.packed import PackedSet, pack_key
 from mixsweep.spec import parse_spec
-from mixsweep.sweep.plan import build_grid_pack, build_plan
+from mixsweep.sweep.plan import build_grid_pack, build_plan, write_plan_inputs, write_spec_data
 from mixsweep.sweep.store import Store
-from mixsweep.train.config import PretrainData
 from mixsweep.train.pretrain import _rows, pretrain_pack
 
 
@@ -21,12 +20,15 @@ def _plan(root, fractions, seeds):
                                              "finetune_fractions": [1.0]},
                        "data": {"synth": {"scale": "small"}}, "preset": "tiny", "storage": str(root),
                        "mixture": {"size": 24, "pack_size": 16}, "baselines": []})
-    return build_plan(spec, Store(root))
+    write_spec_data(spec, Store(root))  # what `mixsweep run` does before building the grid's pack
+    plan = build_plan(spec, Store(root))
+    write_plan_inputs(plan, Store(root))
+    return plan
 
 
 def _ids(plan):
     return {i for s in plan.stages if s.kind == "pretrain"
-            for i in read_mixture(s.job["data"]["mixture"]).column("image_id").to_pylist()}
+            for i in read_mixture(s.job.data.mixture).column("image_id").to_pylist()}
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +45,15 @@ def grown(tmp_path_factory):
 
 def test_the_grid_pack_holds_the_union_of_every_mixture_once(grown):
     plan, pack = grown["base"]
-    sizes = [read_mixture(s.job["data"]["mixture"]).num_rows for s in plan.stages if s.kind == "pretrain"]
+    sizes = [read_mixture(s.job.data.mixture).num_rows for s in plan.stages if s.kind == "pretrain"]
     assert len(pack) == plan.union_size == len(_ids(plan)) == sum(sizes)  # F=0 and F=1 share no image
     assert pack.built == {"decoded": len(pack), "copied": 0, "reused": False}
     for stage in (s for s in plan.stages if s.kind == "pretrain"):
         # Each pre-training finds the one pack and reads its own mixture's rows out of it.
         # Pointed at the driver's pack, or finding it by its key (a job run by hand from the same config).
-        data = PretrainData.model_validate(stage.job["data"])
+        data = stage.job_with_pack(pack.path).data
         assert data.pack == pack.path and pretrain_pack(data).path == pack.path
-        assert pretrain_pack(data.model_copy(update={"pack": None})).path == pack.path
+        assert stage.job.data.pack is None and pretrain_pack(stage.job.data).path == pack.path
         mix = read_mixture(data.mixture)
         rows = _rows(pack, mix, "train")
         train_ids = mix.filter(pc.equal(mix.column("split"), "train")).column("image_id").to_pylist()
@@ -80,7 +82,7 @@ def test_a_new_seed_decodes_only_the_images_no_pack_holds(grown):
 
 def test_a_pack_built_by_hand_from_the_grids_mixtures_is_the_sweeps_pack(grown):
     plan, pack = grown["seed"]
-    data = [PretrainData.model_validate(s.job["data"]) for s in plan.stages if s.kind == "pretrain"]
+    data = [s.job.data for s in plan.stages if s.kind == "pretrain"]
     # What `mixsweep data pack --mix m1 m2 ... --images ...` packs, in any order of the mixtures.
     items = mixture_pack_items([read_mixture(d.mixture) for d in reversed(data)], data[0].images, data[0].val_images)
     assert pack_key(items, 16, "crop") == pack.path.name
@@ -96,7 +98,7 @@ def test_a_mixture_trains_on_the_same_batches_from_the_grid_pack_as_from_its_own
 
     plan, union = grown["seed"]
     stage = next(s for s in plan.stages if s.kind == "pretrain" and s.animal_fraction == 0.5 and s.seed == 1)
-    data = PretrainData.model_validate(stage.job["data"])
+    data = stage.job.data
     mix = read_mixture(data.mixture)
     own = build_pack(mixture_pack_items([mix], data.images, data.val_images), tmp_path, size=16)
     aug = AugmentConfig(out_size=16)

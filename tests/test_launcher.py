@@ -22,22 +22,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import free_ports
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("sshd", path="/usr/sbin:/usr/bin") or not shutil.which("rsync"),
     reason="needs root, openssh-server and rsync (.ci/run installs them)")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def ray_processes(marker: str) -> list[str]:

@@ -8,7 +8,7 @@ import pytest
 from conftest import crash_in_epoch, pretrain_config
 from mixsweep import tracking
 from mixsweep.train.config import parse_job
-from mixsweep.train.ray_jobs import run_local
+from mixsweep.train.launch import run_local
 
 
 def live(root, run_id: str = "pt-live0") -> dict:
@@ -39,7 +39,7 @@ def test_a_failed_then_resumed_job_is_one_run_with_each_epoch_once(train_inputs,
     assert done["exit_code"] == 0 and done["name"] == "pre f0.50 s0" and done["group"] == "g"
     assert done["config"]["animal_fraction"] == 0.5
     # the summary carries the last epoch's metrics, and the final pictures came with it
-    assert done["summary"]["val_loss"] == pytest.approx(out["metrics"]["val_loss"])
+    assert done["summary"]["val_loss"] == pytest.approx(out.metrics["val_loss"])
     assert any(k.startswith("pictures/") for k in done["history"][-1])
 
 
@@ -51,7 +51,7 @@ def test_an_unwritable_wandb_root_is_one_warning_and_training_goes_on(train_inpu
     cfg["tracking"] = live(blocked, "pt-live1")
     with pytest.warns(tracking.TrackingWarning, match="W&B: stage pt-live1 not logged live"):
         out = run_local(parse_job(cfg))
-    assert out["metrics"]["epoch"] == 0
+    assert out.metrics["epoch"] == 0
 
 
 def test_a_folder_killed_before_its_log_existed_reads_as_empty(tmp_path):

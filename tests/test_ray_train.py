@@ -19,7 +19,9 @@ from mixsweep import tracking
 from mixsweep.errors import MixsweepError
 from mixsweep.train.config import ScalingSettings, parse_job
 from mixsweep.train.loop import load_state, read_metrics
-from mixsweep.train.ray_jobs import check_resources, read_placement, run_with_ray
+from mixsweep.train.cluster import check_resources
+from mixsweep.train.launch import run_with_ray
+from mixsweep.train.placement import read_placement
 
 
 def two_workers(strategy: str = "PACK") -> dict:
@@ -79,8 +81,7 @@ def ddp_runs(ray_local, train_inputs, tmp_path_factory):
             watcher = threading.Thread(target=watch_live_run, args=(storage, "pt-packed", seen), daemon=True)
         if watcher is not None:
             watcher.start()
-        t0 = time.time()
-        out[name] = {**run_with_ray(parse_job(cfg)), "seen": seen, "seconds": time.time() - t0, "wandb": storage}
+        out[name] = {**vars(run_with_ray(parse_job(cfg))), "seen": seen, "wandb": storage}
         if watcher is not None:
             watcher.join(timeout=5)
     return out
@@ -139,7 +140,7 @@ def test_two_worker_finetune_from_the_ray_checkpoint(ray_local, train_inputs, dd
     ckpt = ddp_runs["packed"]["checkpoint"]
     cfg = finetune_config(train_inputs, tmp_path, "ft", model="mae", init=f"{ckpt}/state.pt")
     cfg["scaling"] = two_workers()
-    out = run_with_ray(parse_job(cfg))
+    out = vars(run_with_ray(parse_job(cfg)))
     metrics = out["metrics"]
     assert metrics["epoch"] == 1 and 0.0 <= metrics["test_miou"] <= 1.0 and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert [m["epoch"] for m in read_metrics(out["run_dir"])] == [0, 1]
@@ -147,8 +148,9 @@ def test_two_worker_finetune_from_the_ray_checkpoint(ray_local, train_inputs, dd
 
 
 def test_infeasible_request_is_refused_before_launch(ray_local):
+    # No autoscaler config on this cluster: only its alive nodes count, and the refusal says so.
     with pytest.raises(MixsweepError, match=r"scaling: 3 workers × \(3 CPU\) cannot be placed; the cluster has 4 CPU "
-                                            r"over 3 node\(s\), room for 0"):
+                                            r"over 3 node\(s\), room for 0 such worker\(s\), and no autoscaler config"):
         check_resources(ScalingSettings(num_workers=3, cpus_per_worker=3))
     # 4 CPUs in all, but 2 per node: two 2-CPU workers fit, three do not.
     with pytest.raises(MixsweepError, match="room for 2 such worker"):

@@ -159,12 +159,21 @@ def test_sweep_runs_every_stage_once_and_logs_it(ray_local, swept):
     assert rows["in_trial"].all()
     assert set(rows["trial_node"]) <= nodes["workers"]
     assert (rows["worker_nodes"] == rows["trial_node"]).all()
-    # What a stage cost beyond its training loop, per stage (issue 10: seconds, not the TorchTrainer's tens).
+    # What a stage cost beyond its training loop is recorded per stage (its figures: README, "Measured").
     assert (rows["loop_s"] > 0).all() and (rows["start_s"] >= 0).all()
     assert ((rows["stage_wall_s"] - rows["loop_s"]) - rows["overhead_s"]).abs().max() < 1e-6
-    # The first stage in each of the 4 trial processes pays their start and imports (~10 s on 2 busy cores); a
-    # stage in a reused process pays about a second. A TorchTrainer's start alone costs 20 s or more here.
-    assert rows["overhead_s"].min() < 10, rows[["kind", "stage_wall_s", "start_s", "loop_s", "overhead_s"]]
+    # Why that overhead is small: trial processes are reused. Six stages ran in fewer processes than six (the two
+    # worker nodes hold four one-CPU trials at once), so some stage found torch and the model code imported.
+    pids = {json.loads((store.train_dir() / k / "workers" / "rank0.json").read_text())["pid"] for k in rows["key"]}
+    assert len(pids) < len(rows)
+    # Each row says what made it: the versions and the device, as the worker saw them.
+    from importlib.metadata import version
+
+    from mixsweep.provenance import CODE_VERSION
+
+    assert set(rows["torch_version"]) == {version("torch")} and set(rows["timm_version"]) == {version("timm")}
+    assert set(rows["code_version"]) == {CODE_VERSION} and rows["device"].str.startswith("cpu (").all()
+    assert rows["ray_version"].notna().all() and rows["source_digest"].nunique() == 1
     from mixsweep.sweep.run import overhead_line
 
     assert overhead_line(store, list(rows["key"])).startswith("median overhead ")
@@ -205,11 +214,10 @@ def test_rerun_runs_nothing(swept):
 
     root, path, _ = swept
     store = Store(root / "store")
-    before = result_times(store)
-    t0 = time.time()
+    before, experiments = result_times(store), sorted((store.root / "tune").iterdir())
     plan = run_sweep(load_spec(path), str(path))
     assert plan.counts()["done"] == 6 and result_times(store) == before
-    assert time.time() - t0 < 30  # no Tune run at all
+    assert sorted((store.root / "tune").iterdir()) == experiments  # no Tune run at all: no trial started
 
 
 def test_extending_the_grid_runs_only_the_new_points(swept):
@@ -245,6 +253,29 @@ def test_report_has_a_row_per_key_and_plots(swept):
     assert "| " in (out / "results.md").read_text()
 
 
+def _files(root) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_plan_is_a_dry_run(swept, tmp_path, capsys):
+    """`mixsweep plan` reads the data and the store and writes nothing: not into a store that ran, and not even
+    the folder of one that does not exist yet (its synthetic world is generated elsewhere and removed)."""
+    from mixsweep.cli import main
+
+    root, path, plan = swept
+    before = _files(root / "store")
+    assert main(["plan", str(path), "--format", "json"]) == 0
+    assert _files(root / "store") == before
+    statuses = {s["key"]: s["status"] for s in json.loads(capsys.readouterr().out)["stages"]}
+    assert {k: statuses[k] for k in (s.key for s in plan.stages)} == {s.key: "done" for s in plan.stages}
+    fresh = write_spec(tmp_path / "fresh.yaml", tmp_path / "new-store")
+    assert main(["plan", str(fresh), "--format", "json"]) == 0
+    assert not (tmp_path / "new-store").exists()
+    rows = json.loads(capsys.readouterr().out)["stages"]
+    assert [r["key"] for r in rows] == [s.key for s in plan.stages]  # keys do not depend on where data lie
+    assert {r["status"] for r in rows} == {"pending"}
+
+
 def test_a_store_that_lost_its_disk_comes_back_from_the_mirror(swept):
     """Every finished stage, its W&B offline run and results.parquet are copied to the mirror as they finish;
     a fresh store with the same mirror pulls them back and runs nothing."""
@@ -262,9 +293,9 @@ def test_a_store_that_lost_its_disk_comes_back_from_the_mirror(swept):
     spec["storage"] = str(root / "new-disk")
     fresh = root / "fresh.yaml"
     fresh.write_text(yaml.safe_dump(spec))
-    t0 = time.time()
     plan = run_sweep(load_spec(fresh), str(fresh))
-    assert plan.counts() == {"done": 6, "failed": 0, "pending": 0} and time.time() - t0 < 60
+    assert plan.counts() == {"done": 6, "failed": 0, "pending": 0}
+    assert not (root / "new-disk" / "tune").exists()  # every stage came from the mirror: no trial ran
     new = Store(root / "new-disk")
     for s in plan.stages:
         assert new.result(s.key) == store.result(s.key)
@@ -421,3 +452,24 @@ def test_deterministic_failure_is_recorded_once_and_retried_only_when_asked(ray_
     assert {r["run_id"] for r in runs} == {pre.key} and runs[-1]["exit_code"] == 0
     assert sorted(r["_step"] for run in runs for r in run["history"]) == list(range(len(Store(tmp_path / "store").history(pre.key))))
     assert [a["name"] for run in runs for a in run["artifacts"]] == [pre.key]
+    # The data roots gone (a store copied to a laptop): report and results read the store alone.
+    from mixsweep.cli import main
+
+    (tmp_path / "data").rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["report", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"made with: 3 stage(s): mixsweep {__import__('mixsweep').__version__}" in out
+    assert "Made with" in (Store(tmp_path / "store").root / "reports" / "t" / "results.md").read_text()
+    assert main(["results", str(path), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["key"] for r in rows} == {s.key for s in fixed.stages} and {r["status"] for r in rows} == {"done"}
+    # A spec the store has no record of cannot be planned without its data: one line says which root is gone.
+    other = yaml.safe_load(path.read_text())
+    other["finetune"]["epochs"] = 5
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    assert main(["report", str(tmp_path / "other.yaml")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"data.coco_annotations: {tmp_path / 'data'}" in err and "has no record of this spec's stages" in err
+    # `run` needs the data.
+    assert main(["run", str(path)]) == 2 and "missing data root" in capsys.readouterr().err

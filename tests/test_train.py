@@ -10,7 +10,7 @@ from mixsweep.cli import main
 from mixsweep.errors import MixsweepError
 from mixsweep.train.config import load_job, parse_job
 from mixsweep.train.loop import load_state, read_metrics
-from mixsweep.train.ray_jobs import run_local
+from mixsweep.train.launch import run_local
 
 
 def _final_state(run_dir):
@@ -33,11 +33,11 @@ def test_kill_and_resume_matches_an_uninterrupted_run(train_inputs, tmp_path):
     # Same process, same ops on a CPU: resumed weights are bit-identical to the uninterrupted run's.
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    assert resumed["metrics"]["val_loss"] == straight["metrics"]["val_loss"]
+    assert resumed.metrics["val_loss"] == straight.metrics["val_loss"]
     assert (tmp_path / "killed" / "pictures" / "reconstructions_epoch0002.png").is_file()
     # Rerunning a finished job trains nothing, logs nothing new and gives the same answer.
     again = run_local(job)
-    assert again["metrics"] == resumed["metrics"]
+    assert again.metrics == resumed.metrics
     assert [m["epoch"] for m in read_metrics(tmp_path / "killed")] == [0, 1, 2]
 
 
@@ -63,7 +63,7 @@ def test_finetune_and_baselines_report_test_metrics(train_inputs, pretrained, tm
                           init=pretrained if model == "mae" else None)
     if model == "resnet50":
         cfg["recipe"]["epochs"] = 1
-    out = run_local(parse_job(cfg))["metrics"]
+    out = run_local(parse_job(cfg)).metrics
     for key in ("test_loss", "test_accuracy", "test_iou_binary", "test_miou", "val_miou"):
         assert key in out and out[key] == out[key], key  # present and not NaN
     assert 0.0 <= out["test_miou"] <= 1.0
@@ -123,7 +123,7 @@ def test_pretraining_can_start_from_an_encoder_only_file(train_inputs, pretraine
     cfg["recipe"]["epochs"] = 1
     from mixsweep.train.loop import local_world
     from mixsweep.train.pretrain import PretrainTask
-    from mixsweep.train.ray_jobs import prepare_data
+    from mixsweep.train.launch import prepare_data
 
     job = parse_job(cfg)
     task = PretrainTask(job, prepare_data(job), local_world(tmp_path / "w"))

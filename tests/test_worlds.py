@@ -103,7 +103,7 @@ def test_plan_warns_when_seeds_do_not_resample_pretraining_images(tmp_path):
                            "mixture": {"size": size} if size else {}})
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            build_plan(spec, Store(tmp_path), write_mixtures=False)
+            build_plan(spec, Store(tmp_path))
         return [str(w.message) for w in caught if "every seed pre-trains on the same" in str(w.message)]
 
     full = plan(None)
@@ -122,8 +122,8 @@ def test_plan_cost_counts_fixed_step_epochs(tmp_path):
                                                  "seeds": [0]},
                            "data": {"synth": {"scale": "small"}}, "preset": "tiny", "storage": str(tmp_path),
                            "mixture": {"size": 20}, "finetune": {"batch_size": 8, "schedule": schedule}})
-        ft = [s for s in build_plan(spec, Store(tmp_path), write_mixtures=False).stages if s.kind == "finetune"]
-        return {s.finetune_fraction: s.gpu_hours("tiny") for s in ft}
+        ft = [s for s in build_plan(spec, Store(tmp_path)).stages if s.kind == "finetune"]
+        return {s.finetune_fraction: s.gpu_hours() for s in ft}
 
     fixed, by_epoch = costs("fixed_steps"), costs("fixed_epochs")
     assert fixed[0.25] == pytest.approx(fixed[1.0], rel=0.15)
@@ -140,6 +140,6 @@ def test_baseline_seeds_thin_only_the_baselines(tmp_path):
                                              "baseline_seeds": [2, 0]},
                        "baselines": ["resnet18"], "data": {"synth": {"scale": "small"}}, "preset": "tiny",
                        "storage": str(tmp_path), "mixture": {"size": 20}})
-    stages = build_plan(spec, Store(tmp_path), write_mixtures=False).stages
+    stages = build_plan(spec, Store(tmp_path)).stages
     assert sorted(s.seed for s in stages if s.method == "resnet18") == [0, 2]
     assert sorted({s.seed for s in stages if s.method == "mae"}) == [0, 1, 2]

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mixsweep.report import analyze, plots
+from mixsweep.files import write_text_atomic
 from mixsweep.tables import write_table
 
 # file name -> what draws it (results, histories, path)
@@ -93,16 +94,9 @@ def _jsonable(v):
     return v
 
 
-def _write_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
-
-
 def write_effect(entries: list[dict], path: Path | str) -> Path:
     """effect.json: analyze.effect's entries as a JSON list, NaN written as null."""
-    return _write_atomic(Path(path), json.dumps(_jsonable(entries), indent=2, allow_nan=False) + "\n")
+    return write_text_atomic(Path(path), json.dumps(_jsonable(entries), indent=2, allow_nan=False) + "\n")
 
 
 def _ci_text(mean: float, ci: list[float]) -> str:
@@ -156,6 +150,31 @@ def _schedule(results: pd.DataFrame, df: pd.DataFrame) -> list[str]:
     if not values:
         return []
     return [f"Fine-tune schedule: {', '.join(values)}{' (rows differ)' if len(values) > 1 else ''}.", ""]
+
+
+def made_with(results: pd.DataFrame) -> list[str]:
+    """One line per distinct (versions, device) the finished stages were trained with, most stages first:
+    `36 stages: mixsweep 0.1.0 (commit 2ff2fc1), code version 2, torch 2.14.1, ray 2.60.0, timm 1.0.31 on cpu (...)`.
+    Stages from before these were recorded count as `versions not recorded`."""
+    if results.empty:
+        return []
+    done = results[results["status"] == "done"] if "status" in results else results
+    fields = ["mixsweep_version", "git_commit", "code_version", "torch_version", "ray_version", "timm_version",
+              "device"]
+    rows = done.reindex(columns=fields).astype(object).where(done.reindex(columns=fields).notna(), None)
+    counts: dict[tuple, int] = {}
+    for values in rows.itertuples(index=False, name=None):
+        counts[values] = counts.get(values, 0) + 1
+    lines = []
+    for values, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        v = dict(zip(fields, values))
+        if v["mixsweep_version"] is None:
+            lines.append(f"{n} stage(s): versions not recorded")
+            continue
+        commit = f" (commit {v['git_commit']})" if v["git_commit"] else ""
+        lines.append(f"{n} stage(s): mixsweep {v['mixsweep_version']}{commit}, code version {v['code_version']}, "
+                     f"torch {v['torch_version']}, ray {v['ray_version']}, timm {v['timm_version']} on {v['device']}")
+    return lines
 
 
 def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_dir: Path | str,
@@ -216,6 +235,7 @@ def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_di
     md += ([f"- {f:g}: {reason}" for f, reason in picks] or ["Nothing to suggest (fewer than two fractions)."])
     md += ["", "## Plots", "", *plot_lines, ""]
 
+    md += ["## Made with", "", *[f"- {line}" for line in made_with(results) or ["no finished stage"]], ""]
     md += ["## Stages", "", markdown_table(_keys_table(df)) if not df.empty else "No stages.", ""]
-    paths["results.md"] = _write_atomic(out_dir / "results.md", "\n".join(md))
+    paths["results.md"] = write_text_atomic(out_dir / "results.md", "\n".join(md))
     return paths

@@ -1,113 +1,95 @@
-"""From a sweep spec to a stage graph with content keys, statuses and cost estimates.
+"""From a sweep spec to a stage graph with content keys, typed jobs, statuses and cost estimates. A dry run:
+`build_plan` reads the data and the store and writes nothing; `mixsweep run` writes the plan's inputs.
 
 - pre-training key = hash(exact image-id list of the mixture, preset, recipe, seed, pack size, code version)
 - fine-tune key   = hash(parent key | "scratch" | "resnet50", the fine-tune subset and the val/test images,
                          recipe, head, preset, seed, code version)
 The same key never runs twice, and extending a grid (another fraction, seed or fine-tune size) adds
 exactly the new keys. Two sweeps over the same store share every stage whose key matches.
+
+`mixsweep run` also records the plan's stage list in the store (plans/<digest>.json), so `report` and
+`results` find a spec's stages when the data roots are gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import math
+import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mixsweep.hashing import content_key
 from mixsweep.errors import MixsweepError
+from mixsweep.files import write_text_atomic
+from mixsweep.hashing import content_key
+from mixsweep.provenance import CODE_VERSION
+from mixsweep.sweep.stages import BASELINE_METHODS, Plan, Stage
 from mixsweep.sweep.store import Store
 from mixsweep.tables import write_table
-
-# Bump when a change to the training code changes results: every key changes, everything reruns.
-# 2: fine-tune recipe.schedule (fixed_steps by default), scratch baseline without layer decay, padded eval.
-CODE_VERSION = "2"
-
-# Seconds per image of one train step on one H200 at ViT-B/16 (FACTS.md: reference MAE bf16 eager 3,460 img/s;
-# full-token ViT-B step 2,559 img/s; ResNet-50 4,646 img/s). Other presets scale by FLOPs per image.
-SECONDS_PER_IMAGE = {"pretrain": 1 / 3460, "mae": 1 / 2559, "supervised_mae": 1 / 2559, "resnet50": 1 / 4646,
-                     "resnet18": 1 / (4646 * 2.2)}  # ResNet-18: 1.8 vs 4.1 GFLOP forward at 224 px
-PRESET_COST = {"base": 1.0, "small": 0.27, "tiny": 0.0011}  # FLOPs per image relative to base (benchmark)
-BASELINE_METHODS = {"supervised_mae": "scratch", "resnet50": "resnet50", "resnet18": "resnet18"}
+from mixsweep.train.config import (FinetuneData, FinetuneJob, PretrainData, PretrainJob, RunSettings,
+                                   TrackingSettings)
 
 
-@dataclass
-class Stage:
-    key: str
-    kind: str  # pretrain | finetune
-    method: str  # mae | supervised_mae | resnet50 | resnet18
-    seed: int
-    animal_fraction: float | None
-    finetune_fraction: float | None
-    parent: str | None  # pre-training key of an MAE fine-tune
-    job: dict  # the job config (PretrainJob / FinetuneJob data) without run settings
-    n_images: int
-    epochs: int
-    status: str = "pending"  # done | failed | pending
-    error: str = ""
-    epoch_images: int | None = None  # images trained per epoch when not n_images (fixed_steps fine-tunes)
+@dataclass(frozen=True)
+class DataPaths:
+    """The spec's data roots as this machine reads them."""
 
-    @property
-    def job_type(self) -> str:
-        return "pretrain" if self.kind == "pretrain" else "finetune" if self.method == "mae" else "baseline"
-
-    def gpu_hours(self, preset: str) -> float:
-        per = SECONDS_PER_IMAGE["pretrain" if self.kind == "pretrain" else self.method]
-        scale = 1.0 if self.method.startswith("resnet") else PRESET_COST.get(preset, 1.0)
-        return (self.epoch_images or self.n_images) * self.epochs * per * scale / 3600
-
-    def row(self) -> dict:
-        """The grid values of this stage, as the result store and W&B config carry them."""
-        nan = float("nan")
-        return {"key": self.key, "kind": self.kind, "method": self.method, "parent_key": self.parent or "",
-                "animal_fraction": nan if self.animal_fraction is None else self.animal_fraction,
-                "finetune_fraction": nan if self.finetune_fraction is None else self.finetune_fraction,
-                "seed": self.seed, "preset": self.job["preset"], "epochs": self.epochs,
-                # What a fine-tune "epoch" meant (FinetuneRecipe.schedule); "" for a pre-training.
-                "finetune_schedule": self.job["recipe"]["schedule"] if self.kind == "finetune" else ""}
+    coco_annotations: Path
+    coco_images: Path
+    coco_val_annotations: Path | None
+    coco_val_images: Path | None
+    pets_root: Path
 
 
-@dataclass
-class Plan:
-    spec_name: str
-    stages: list[Stage] = field(default_factory=list)
-    union: Path | None = None  # the image list of every pre-training mixture together: one pack for the grid
-    union_size: int = 0
-    mixture_rows: int = 0  # what one pack per mixture would decode
+def synth_root(spec, store: Store) -> Path:
+    s = spec.data.synth
+    return store.root / "data" / f"synth-{s.world}-{s.scale}-{s.seed}"
 
-    def by_key(self) -> dict[str, Stage]:
-        return {s.key: s for s in self.stages}
 
-    def counts(self) -> dict[str, int]:
-        out = {"done": 0, "failed": 0, "pending": 0}
-        for s in self.stages:
-            out[s.status] += 1
-        return out
+def _synth_paths(paths) -> DataPaths:
+    return DataPaths(paths.coco_train_annotations, paths.coco_train_images, paths.coco_val_annotations,
+                     paths.coco_val_images, paths.pets_root)
+
+
+def write_spec_data(spec, store: Store) -> None:
+    """`run` only: generate the spec's synthetic data under the store, once."""
+    if spec.data.synth is not None:
+        from mixsweep.synth import write_synth
+
+        s = spec.data.synth
+        write_synth(synth_root(spec, store), scale=s.scale, seed=s.seed, world=s.world)
+
+
+@contextlib.contextmanager
+def _readable_data(spec, store: Store) -> Iterator[tuple[DataPaths, DataPaths]]:
+    """(the data roots to read now, the data roots jobs name). They differ only for synthetic data the store
+    does not hold yet: it is generated in a temporary folder, removed afterwards, so a plan writes nothing
+    under the store (its keys do not depend on where the data lie)."""
+    d = spec.data
+    if d.synth is None:
+        paths = DataPaths(d.coco_annotations, d.coco_images, d.coco_val_annotations, d.coco_val_images, d.pets_root)
+        yield paths, paths
+        return
+    from mixsweep.synth import SynthPaths, synth_is_written, write_synth
+
+    s, root = d.synth, synth_root(spec, store)
+    final = _synth_paths(SynthPaths.under(root))
+    if synth_is_written(root, scale=s.scale, seed=s.seed, world=s.world):
+        yield final, final
+        return
+    with tempfile.TemporaryDirectory(prefix="mixsweep-plan-") as tmp:
+        yield _synth_paths(write_synth(tmp, scale=s.scale, seed=s.seed, world=s.world)), final
 
 
 def _digest(values) -> str:
     return hashlib.sha256("\n".join(map(str, values)).encode()).hexdigest()[:16]
-
-
-def _data_paths(spec, store: Store) -> dict:
-    """Resolve the spec's data roots: synthetic data is generated under the store once."""
-    d = spec.data
-    if d.synth is not None:
-        from mixsweep.synth import write_synth
-
-        s = d.synth
-        paths = write_synth(store.root / "data" / f"synth-{s.world}-{s.scale}-{s.seed}", scale=s.scale, seed=s.seed,
-                            world=s.world)
-        return {"coco_annotations": paths.coco_train_annotations, "coco_images": paths.coco_train_images,
-                "coco_val_annotations": paths.coco_val_annotations, "coco_val_images": paths.coco_val_images,
-                "pets_root": paths.pets_root}
-    return {"coco_annotations": d.coco_annotations, "coco_images": d.coco_images,
-            "coco_val_annotations": d.coco_val_annotations, "coco_val_images": d.coco_val_images,
-            "pets_root": d.pets_root}
 
 
 def _synth_tag(synth) -> str:
@@ -116,6 +98,13 @@ def _synth_tag(synth) -> str:
     from mixsweep.synth import GENERATOR_VERSION
 
     return f"|synth:{synth.world}:{synth.scale}:{synth.seed}:v{GENERATOR_VERSION}"
+
+
+def spec_digest(spec) -> str:
+    """Everything in a spec that decides its stage keys (not its name, resources or W&B settings)."""
+    fields = ("grid", "baselines", "data", "preset", "head", "mixture", "pretrain", "finetune")
+    return content_key({**spec.model_dump(mode="json", include=set(fields)), "code": CODE_VERSION,
+                        "synth": _synth_tag(spec.data.synth)})
 
 
 def _stat_key(*paths) -> str:
@@ -129,90 +118,211 @@ def _stat_key(*paths) -> str:
     return content_key(parts)
 
 
-def _cached_index(store: Store, annotations, images, rule: str):
+def _coco_index(store: Store, inputs: dict, annotations, images, rule: str) -> pa.Table:
+    """The COCO index: the store's cached copy, else built in memory (and written by `run`)."""
     from mixsweep.data.coco import build_coco_index, read_index
 
     path = store.root / "data" / f"coco-index-{_stat_key(annotations)}-{rule}.parquet"
-    if not path.is_file():
-        table, _ = build_coco_index(annotations, images, rule=rule)
-        write_table(table, path)
-    return read_index(path)
+    if path.is_file():
+        return read_index(path)
+    table, _ = build_coco_index(annotations, images, rule=rule)
+    inputs[path] = table
+    return table
 
 
-def _cached_manifest(store: Store, pets_root):
+def _pets_manifest(store: Store, inputs: dict, pets_root, shown_root) -> tuple[pa.Table, Path]:
+    """The Pet manifest: the store's cached copy, else built in memory (and written by `run`). Its warnings name
+    `shown_root`, where the images will be, not a temporary copy."""
     from mixsweep.data.pets import build_pets_manifest, read_manifest, resolve_root
 
     root = resolve_root(pets_root)
     path = store.root / "data" / f"pets-{_stat_key(root / 'annotations' / 'list.txt', root / 'images')}.parquet"
-    if not path.is_file():
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            table = build_pets_manifest(root, seed=0)
-        for w in caught[:5]:
-            warnings.warn(str(w.message), stacklevel=2)
-        write_table(table, path)
-    return read_manifest(path), path
+    if path.is_file():
+        return read_manifest(path), path
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = build_pets_manifest(root, seed=0)
+    for w in caught[:5]:
+        warnings.warn(str(w.message).replace(str(pets_root), str(shown_root)), stacklevel=3)
+    inputs[path] = table
+    return table, path
 
 
-def build_plan(spec, store: Store, write_mixtures: bool = True) -> Plan:
-    """Every stage of the spec with its key and status; writes each pre-training's mixture file."""
+@dataclass(frozen=True)
+class _Grid:
+    """What every stage of one plan shares: the spec, the store, the data roots and the digests of the data."""
+
+    spec: object
+    store: Store
+    paths: DataPaths
+    manifest_path: Path
+    eval_digest: str  # the Pet val/test images, and the synthetic world if any
+    data_tag: str
+    n_full: int  # images in the full fine-tune split
+
+    def run_settings(self, key: str) -> RunSettings:
+        spec, train = self.spec, self.store.train_dir()
+        return RunSettings(name=key, storage=spec.train_storage or str(train), artifacts=str(train / key),
+                           checkpoint_every=spec.checkpoint_every, pictures_every=spec.pictures_every,
+                           max_failures=spec.max_failures)
+
+    def tracking(self, stage: Stage, job) -> TrackingSettings:
+        """The stage's live W&B run: id = key, grouped by sweep, its config the grid values and the job."""
+        from mixsweep import tracking
+
+        config = {**stage.row(), "stage_key": stage.key, "job": job.model_dump(mode="json"),
+                  **stage.wandb_inputs(self.store.mixture_path(stage.key))}
+        return TrackingSettings(**self.spec.wandb.model_dump(mode="json"), root=str(self.store.root),
+                                run_id=tracking.run_id(stage.key), name=stage.run_name, group=self.spec.name,
+                                job_type=stage.job_type, tags=stage.tags, config=config)
+
+    def finish(self, stage: Stage, job_type, data, **extra) -> Stage:
+        """Give `stage` its job: data, recipe, resources, run settings and W&B run, once."""
+        spec = self.spec
+        scaling = spec.resources.pretrain if stage.kind == "pretrain" else spec.resources.finetune
+        recipe = spec.pretrain if stage.kind == "pretrain" else spec.finetune
+        job = job_type(preset=spec.preset, seed=stage.seed, scaling=scaling, run=self.run_settings(stage.key),
+                       data=data, recipe=recipe, **extra)
+        stage.job = job.model_copy(update={"tracking": self.tracking(stage, job)})
+        return stage
+
+
+@dataclass(frozen=True)
+class FinetunePoint:
+    """One fine-tune of the grid: a method on a subset, from a parent pre-training (MAE) or from scratch."""
+
+    method: str  # mae | supervised_mae | resnet50 | resnet18
+    parent: str | None  # the pre-training key of an MAE fine-tune
+    seed: int
+    animal_fraction: float | None
+    finetune_fraction: float
+    names: tuple[str, ...]  # the subset's Pet images
+
+
+def build_plan(spec, store: Store) -> Plan:
+    """Every stage of the spec with its key, job and status. Reads the data and the store; writes nothing."""
     from mixsweep.data.pets import finetune_subset
+    from mixsweep.data.mixture import union_of
 
-    paths = _data_paths(spec, store)
-    index = _cached_index(store, paths["coco_annotations"], paths["coco_images"], spec.mixture.rule)
-    val_index = (_cached_index(store, paths["coco_val_annotations"], paths["coco_val_images"], spec.mixture.rule)
-                 if paths["coco_val_annotations"] else None)
-    manifest, manifest_path = _cached_manifest(store, paths["pets_root"])
-    eval_digest = _digest(manifest.filter(pc.is_in(manifest.column("split"), value_set=pa.array(["val", "test"])))
-                          .select(["name", "split"]).to_pylist())
-
-    # Synthetic worlds share image ids: their pixels differ, so their stages must not share keys.
+    plan = Plan(spec.name, spec_digest(spec))
+    with _readable_data(spec, store) as (paths, job_paths):
+        plan.writable = paths == job_paths
+        index = _coco_index(store, plan.inputs, paths.coco_annotations, paths.coco_images, spec.mixture.rule)
+        val_index = (_coco_index(store, plan.inputs, paths.coco_val_annotations, paths.coco_val_images,
+                                 spec.mixture.rule) if paths.coco_val_annotations else None)
+        manifest, manifest_path = _pets_manifest(store, plan.inputs, paths.pets_root, job_paths.pets_root)
+        mixes = {(seed, f): grid_mixture(spec, index, val_index, f, seed)
+                 for seed in spec.grid.seeds for f in spec.grid.animal_fractions}
+        subsets = {(seed, s): tuple(finetune_subset(manifest, s, seed=seed).column("name").to_pylist())
+                   for seed in spec.grid.seeds for s in spec.grid.finetune_fractions}
+        n_full = finetune_subset(manifest, 1.0).num_rows
     data_tag = _synth_tag(spec.data.synth)
-    pre_recipe = spec.pretrain.model_dump(mode="json")
-    ft_recipe = spec.finetune.model_dump(mode="json")
-    plan = Plan(spec.name)
-    train_sets: dict[float, list[frozenset]] = {}
-    mixes: list[pa.Table] = []
-    n_full = finetune_subset(manifest, 1.0).num_rows
-    for seed in spec.grid.seeds:
-        subsets = {s: finetune_subset(manifest, s, seed=seed).column("name").to_pylist()
-                   for s in spec.grid.finetune_fractions}
-        for fraction in spec.grid.animal_fractions:
-            mix = grid_mixture(spec, index, val_index, fraction, seed)
-            ids = list(zip(mix.column("split").to_pylist(), mix.column("image_id").to_pylist()))
-            key = "pt-" + content_key({"kind": "pretrain", "images": _digest(ids), "data": data_tag,
-                                       "preset": spec.preset,
-                                       "recipe": pre_recipe, "seed": seed, "pack_size": spec.mixture.pack_size,
-                                       "code": CODE_VERSION})
-            if write_mixtures and not store.mixture_path(key).is_file():
-                write_table(mix, store.mixture_path(key))
-            mixes.append(mix)
-            n_train = sum(1 for s, _ in ids if s == "train")
-            train_sets.setdefault(fraction, []).append(frozenset(i for s, i in ids if s == "train"))
-            job = {"kind": "pretrain", "preset": spec.preset, "seed": seed, "recipe": pre_recipe,
-                   "data": {"mixture": str(store.mixture_path(key)), "images": str(paths["coco_images"]),
-                            "val_images": str(paths["coco_val_images"] or paths["coco_images"]),
-                            "cache": str(store.root / "cache"), "pack_size": spec.mixture.pack_size}}
-            plan.stages.append(Stage(key, "pretrain", "mae", seed, fraction, None, None, job, n_train,
-                                     spec.pretrain.epochs))
-            for s, names in subsets.items():
-                plan.stages.append(_finetune_stage(spec, store, "mae", key, seed, fraction, s, names,
-                                                   eval_digest + data_tag, ft_recipe, manifest_path, paths,
-                                                   n_full))
-        for baseline in spec.baselines if spec.grid.baseline_seeds is None or seed in spec.grid.baseline_seeds else ():
-            for s, names in subsets.items():
-                plan.stages.append(_finetune_stage(spec, store, baseline, BASELINE_METHODS[baseline], seed, None, s,
-                                                   names, eval_digest + data_tag, ft_recipe, manifest_path, paths,
-                                                   n_full))
-    _warn_unresampled(spec, train_sets)
+    eval_rows = manifest.filter(pc.is_in(manifest.column("split"), value_set=pa.array(["val", "test"])))
+    grid = _Grid(spec, store, job_paths, manifest_path, _digest(eval_rows.select(["name", "split"]).to_pylist()) + data_tag,
+                 data_tag, n_full)
     if mixes:
-        _add_union(plan, store, mixes, write_mixtures)
+        union = union_of(list(mixes.values()))
+        ids = list(zip(union.column("split").to_pylist(), union.column("image_id").to_pylist()))
+        plan.union, plan.union_size = store.root / "data" / f"union-{_digest(ids)}.parquet", union.num_rows
+        plan.mixture_rows = sum(m.num_rows for m in mixes.values())
+        if not plan.union.is_file():
+            plan.inputs[plan.union] = union
+    train_sets: dict[float, list[frozenset]] = {}
+    for seed in spec.grid.seeds:
+        for fraction in spec.grid.animal_fractions:
+            mix = mixes[(seed, fraction)]
+            key = _pretrain_stage(grid, plan, mix, seed, fraction)
+            train_sets.setdefault(fraction, []).append(
+                frozenset(i for s, i in zip(mix.column("split").to_pylist(), mix.column("image_id").to_pylist())
+                          if s == "train"))
+            for s in spec.grid.finetune_fractions:
+                plan.stages.append(_finetune_stage(grid, FinetunePoint("mae", key, seed, fraction, s,
+                                                                       subsets[(seed, s)])))
+        if spec.grid.baseline_seeds is None or seed in spec.grid.baseline_seeds:
+            for baseline in spec.baselines:
+                for s in spec.grid.finetune_fractions:
+                    plan.stages.append(_finetune_stage(grid, FinetunePoint(baseline, None, seed, None, s,
+                                                                           subsets[(seed, s)])))
+    _warn_unresampled(spec, train_sets)
+    refresh_statuses(plan, store)
+    return plan
+
+
+def _pretrain_stage(grid: _Grid, plan: Plan, mix: pa.Table, seed: int, fraction: float) -> str:
+    spec, store = grid.spec, grid.store
+    ids = list(zip(mix.column("split").to_pylist(), mix.column("image_id").to_pylist()))
+    key = "pt-" + content_key({"kind": "pretrain", "images": _digest(ids), "data": grid.data_tag,
+                               "preset": spec.preset, "recipe": spec.pretrain.model_dump(mode="json"), "seed": seed,
+                               "pack_size": spec.mixture.pack_size, "code": CODE_VERSION})
+    if not store.mixture_path(key).is_file():
+        plan.inputs[store.mixture_path(key)] = mix
+    data = PretrainData(mixture=store.mixture_path(key), union=plan.union, images=grid.paths.coco_images,
+                        val_images=grid.paths.coco_val_images or grid.paths.coco_images, cache=store.root / "cache",
+                        pack_size=spec.mixture.pack_size)
+    stage = Stage(key, "pretrain", "mae", seed, fraction, None, None, spec.preset, spec.pretrain.epochs,
+                  n_images=sum(1 for s, _ in ids if s == "train"))
+    plan.stages.append(grid.finish(stage, PretrainJob, data))
+    return key
+
+
+def _finetune_stage(grid: _Grid, point: FinetunePoint) -> Stage:
+    spec, store = grid.spec, grid.store
+    key = "ft-" + content_key({"kind": "finetune", "parent": point.parent or BASELINE_METHODS[point.method],
+                               "subset": _digest(point.names), "eval": grid.eval_digest, "preset": spec.preset,
+                               "head": spec.head, "recipe": spec.finetune.model_dump(mode="json"),
+                               "seed": point.seed, "pack_size": spec.mixture.pack_size, "code": CODE_VERSION})
+    data = FinetuneData(manifest=grid.manifest_path, pets_root=grid.paths.pets_root, cache=store.root / "cache",
+                        pack_size=spec.mixture.pack_size, finetune_fraction=point.finetune_fraction,
+                        subset_seed=point.seed)
+    mae = point.method == "mae"
+    stage = Stage(key, "finetune", point.method, point.seed, point.animal_fraction, point.finetune_fraction,
+                  point.parent, spec.preset, spec.finetune.epochs, n_images=len(point.names),
+                  schedule=spec.finetune.schedule)
+    if spec.finetune.schedule == "fixed_steps":  # every size trains one full-size epoch's steps per epoch
+        batch = spec.finetune.batch_size
+        stage.epoch_images = max(1, grid.n_full // batch) * batch
+    extra = {"model": "mae" if mae else BASELINE_METHODS[point.method], "head": spec.head}
+    if mae:
+        extra["init_checkpoint"] = store.checkpoint(point.parent)
+    return grid.finish(stage, FinetuneJob, data, **extra)
+
+
+def refresh_statuses(plan: Plan, store: Store) -> Plan:
+    """Each stage's status as the store has it now: done (result.json), failed (failed.json) or pending."""
     for stage in plan.stages:
+        stage.status, stage.error = "pending", ""
         if store.is_done(stage.key):
             stage.status = "done"
         elif (failure := store.failure(stage.key)) is not None:
             stage.status, stage.error = "failed", failure.get("error", "")
     return plan
+
+
+def write_plan_inputs(plan: Plan, store: Store) -> None:
+    """`run` only: write the files the plan's jobs read (mixtures, the union, index caches) and its record."""
+    if not plan.writable:
+        raise MixsweepError(f"{plan.spec_name}: the plan was computed from a temporary copy of synthetic data; "
+                            "write the data first (write_spec_data)")
+    for path, table in plan.inputs.items():
+        if not path.is_file():
+            write_table(table, path)
+    plan.inputs.clear()
+    record = {"spec": plan.spec_name, "digest": plan.digest, "code_version": CODE_VERSION,
+              "stages": [{**s.row(), "job_type": s.job_type} for s in plan.stages]}
+    write_text_atomic(plan_record_path(store, plan.digest), json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def plan_record_path(store: Store, digest: str) -> Path:
+    return store.root / "plans" / f"{digest}.json"
+
+
+def recorded_keys(spec, store: Store) -> list[str] | None:
+    """The stage keys `mixsweep run` recorded for this spec (same grid, data roots, recipes, code version), or
+    None if it never ran on this store."""
+    path = plan_record_path(store, spec_digest(spec))
+    if not path.is_file():
+        return None
+    return [row["key"] for row in json.loads(path.read_text())["stages"]]
 
 
 def grid_mixture(spec, index: pa.Table, val_index: pa.Table | None, fraction: float, seed: int) -> pa.Table:
@@ -229,59 +339,17 @@ def grid_mixture(spec, index: pa.Table, val_index: pa.Table | None, fraction: fl
         raise MixsweepError(f"{spec.name}: {msg}") from None
 
 
-def _add_union(plan: Plan, store: Store, mixes: list[pa.Table], write: bool) -> None:
-    """Every pre-training packs the whole grid's union: a fraction is then an index list into one pack, and
-    a grid extended by a fraction inside the union decodes nothing. Its name follows its content, and it
-    holds every stage, done or not, so a resumed sweep keeps one pack."""
-    from mixsweep.data.mixture import union_of
-
-    union = union_of(mixes)
-    plan.mixture_rows = sum(m.num_rows for m in mixes)
-    ids = list(zip(union.column("split").to_pylist(), union.column("image_id").to_pylist()))
-    plan.union, plan.union_size = store.root / "data" / f"union-{_digest(ids)}.parquet", union.num_rows
-    if write and not plan.union.is_file():
-        write_table(union, plan.union)
-    for stage in plan.stages:
-        if stage.kind == "pretrain":
-            stage.job["data"]["union"] = str(plan.union)
-
-
 def build_grid_pack(plan: Plan, stages: list[Stage] | None = None, progress: bool = False):
-    """The grid's pack, built (or found) on the driver before any trial starts: trials started together
-    would each decode it. Each of `stages` (default: all) that pre-trains is pointed at it (data.pack).
-    A mixture none of whose images is usable fails its own stage later, not the sweep. None when no
-    stage pre-trains."""
-    from mixsweep.train.config import PretrainData
+    """The grid's pack (every pre-training mixture together), built (or found) on the driver before any trial
+    starts: trials started together would each decode it. A mixture none of whose images is usable fails its
+    own stage later, not the sweep. None when no stage of `stages` (default: all) pre-trains. Needs the plan's
+    inputs written (write_plan_inputs)."""
     from mixsweep.train.pretrain import open_or_build_pack
 
     pre = [s for s in (plan.stages if stages is None else stages) if s.kind == "pretrain"]
     if not pre:
         return None
-    pack = open_or_build_pack(PretrainData.model_validate(pre[0].job["data"]), progress=progress)
-    for s in pre:  # one plan, one union: the same pack for all
-        s.job["data"]["pack"] = str(pack.path)
-    return pack
-
-
-def _finetune_stage(spec, store, method, parent, seed, fraction, s, names, eval_digest, ft_recipe, manifest_path,
-                    paths, n_full: int = 0) -> Stage:
-    key = "ft-" + content_key({"kind": "finetune", "parent": parent, "subset": _digest(names), "eval": eval_digest,
-                               "preset": spec.preset, "head": spec.head, "recipe": ft_recipe, "seed": seed,
-                               "pack_size": spec.mixture.pack_size, "code": CODE_VERSION})
-    model = "mae" if method == "mae" else BASELINE_METHODS[method]
-    job = {"kind": "finetune", "model": model, "preset": spec.preset, "head": spec.head, "seed": seed,
-           "recipe": ft_recipe,
-           "data": {"manifest": str(manifest_path), "pets_root": str(paths["pets_root"]),
-                    "cache": str(store.root / "cache"), "pack_size": spec.mixture.pack_size,
-                    "finetune_fraction": s, "subset_seed": seed}}
-    if method == "mae":
-        job["init_checkpoint"] = str(store.checkpoint(parent))
-    stage = Stage(key, "finetune", method, seed, fraction, s, parent if method == "mae" else None, job, len(names),
-                  spec.finetune.epochs)
-    if spec.finetune.schedule == "fixed_steps":  # every size trains one full-size epoch's steps per epoch
-        batch = spec.finetune.batch_size
-        stage.epoch_images = max(1, n_full // batch) * batch
-    return stage
+    return open_or_build_pack(pre[0].job.data, progress=progress)
 
 
 def _warn_unresampled(spec, train_sets: dict[float, list[frozenset]]) -> None:
@@ -298,11 +366,10 @@ def _warn_unresampled(spec, train_sets: dict[float, list[frozenset]]) -> None:
 
 def plan_rows(plan: Plan) -> list[dict]:
     """The plan as data (for --format json and tables)."""
-    preset = plan.stages[0].job["preset"] if plan.stages else ""
     out = []
     for s in plan.stages:
         out.append({**s.row(), "job_type": s.job_type, "status": s.status, "n_images": s.n_images,
-                    "gpu_hours": s.gpu_hours(preset), "error": s.error})
+                    "gpu_hours": s.gpu_hours(), "error": s.error})
     for r in out:
         for k in ("animal_fraction", "finetune_fraction"):
             if isinstance(r[k], float) and math.isnan(r[k]):

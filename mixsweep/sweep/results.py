@@ -11,21 +11,53 @@ from pathlib import Path
 from rich.console import Console
 
 from mixsweep.errors import MixsweepError
-from mixsweep.sweep.plan import build_plan
+from mixsweep.sweep.plan import build_plan, recorded_keys
 from mixsweep.sweep.store import Store
 
 
+def missing_data_roots(spec) -> list[str]:
+    """The spec's real-data roots that do not exist on this machine (`key: path`)."""
+    d = spec.data
+    if d.synth is not None:
+        return []
+    keys = ("coco_annotations", "coco_images", "coco_val_annotations", "coco_val_images", "pets_root")
+    return [f"data.{k}: {getattr(d, k)}" for k in keys if getattr(d, k) is not None and not getattr(d, k).exists()]
+
+
+def spec_keys(spec, store: Store) -> list[str]:
+    """The spec's stage keys: as `mixsweep run` recorded them in the store (no data needed), else planned from
+    the data roots."""
+    keys = recorded_keys(spec, store)
+    if keys is not None:
+        return keys
+    missing = missing_data_roots(spec)
+    if missing:
+        raise MixsweepError(f"{spec.name}: {missing[0]} does not exist, and {store.root} has no record of this "
+                            "spec's stages (`mixsweep run` writes it; the grid, data roots and recipes must match)")
+    return [s.key for s in build_plan(spec, store).stages]
+
+
 def spec_results(spec):
-    """(results frame, histories, store, plan) of this spec's stages; no finished stage is an error."""
+    """(results frame, histories, store, keys) of this spec's stages, from the store alone when `mixsweep run`
+    recorded the spec's stages there; no finished stage is an error."""
     store = Store(spec.storage, spec.mirror)
+    if not store.root.is_dir():
+        raise MixsweepError(f"storage: {store.root} does not exist (run `mixsweep run` first, or point storage at "
+                            "a copy of the store)")
     store.pull()
-    plan = build_plan(spec, store, write_mixtures=False)
-    keys = [s.key for s in plan.stages]
+    keys = spec_keys(spec, store)
     frame = store.results_frame(keys)
     histories = {k: store.history(k) for k in keys if store.is_done(k)}
     if frame.empty:
         raise MixsweepError(f"{spec.name}: no finished stage in {store.root} yet (run `mixsweep run` first)")
-    return frame, histories, store, plan
+    return frame, histories, store, keys
+
+
+def results_table(spec):
+    """The spec's stages as the store has them: one row per finished or failed stage (`mixsweep results`),
+    and the number of stages still pending."""
+    frame, _, _, keys = spec_results(spec)
+    return frame, len(keys) - len(frame)
 
 
 def effect_summary(results) -> str:
@@ -47,12 +79,17 @@ def make_report(spec, console: Console | None = None) -> dict[str, Path]:
     from mixsweep.report.analyze import effect, effect_sentence, report_curves
     from mixsweep.report.build import write_report
 
+    from mixsweep.report.build import made_with
+
     results, histories, store, _ = spec_results(spec)
     out = store.root / "reports" / spec.name
     paths = write_report(results, histories, out, title=f"mixsweep report: {spec.name}")
     entries = effect(results)
     sentence = effect_sentence(entries)
-    (console or Console()).print(sentence, markup=False, highlight=False)
+    console = console or Console()
+    console.print(sentence, markup=False, highlight=False, soft_wrap=True)
+    for line in made_with(results):
+        console.print(f"made with: {line}", markup=False, highlight=False, soft_wrap=True)
     tracker = tracking.Tracker(**spec.wandb.model_dump(mode="json"), root=store.root)
     tracking.log_report(tracker, group=spec.name, table=results,
                         plots=[p for p in paths.values() if Path(p).suffix == ".png"],

@@ -23,63 +23,20 @@ from ray.tune import Callback
 from ray.tune.search import Searcher
 from rich.console import Console
 
+from mixsweep.envvars import environ
 from mixsweep.errors import MixsweepError
-from mixsweep.sweep.plan import Plan, Stage, build_grid_pack, build_plan
+from mixsweep.sweep.plan import build_grid_pack, build_plan, refresh_statuses, write_plan_inputs, write_spec_data
+from mixsweep.sweep.stages import Plan
 from mixsweep.sweep.store import Store
 
 console = Console(highlight=False)
-
-
-def stage_job(stage: Stage, spec, store: Store) -> dict:
-    """The full job config of a stage: its plan job plus run settings under the store and its live W&B run."""
-    from mixsweep import tracking
-
-    resources = spec.resources.pretrain if stage.kind == "pretrain" else spec.resources.finetune
-    return {**stage.job, "scaling": resources.model_dump(mode="json"),
-            "run": {"name": stage.key, "storage": spec.train_storage or str(store.train_dir()),
-                    "artifacts": str(store.train_dir() / stage.key), "checkpoint_every": spec.checkpoint_every,
-                    "pictures_every": spec.pictures_every, "max_failures": spec.max_failures},
-            "tracking": {**spec.wandb.model_dump(mode="json"), "root": str(store.root),
-                         "run_id": tracking.run_id(stage.key), "name": run_name(stage), "group": spec.name,
-                         "job_type": stage.job_type, "tags": run_tags(stage),
-                         "config": {**stage.row(), "stage_key": stage.key, "job": stage.job,
-                                    **stage_inputs(stage, store)}}}
-
-
-def run_name(stage: Stage) -> str:
-    """The W&B run name: `pre f0.50 s0`, `ft f0.50 n0.25 s0`, `base resnet18 n1.00 s0`."""
-    if stage.kind == "pretrain":
-        return f"pre f{stage.animal_fraction:.2f} s{stage.seed}"
-    if stage.method == "mae":
-        return f"ft f{stage.animal_fraction:.2f} n{stage.finetune_fraction:.2f} s{stage.seed}"
-    return f"base {stage.method} n{stage.finetune_fraction:.2f} s{stage.seed}"
-
-
-def run_tags(stage: Stage) -> list[str]:
-    """Tags to filter on in W&B (its group-by and average-over-seeds read the config's grid values)."""
-    tags = [stage.job_type, stage.method, f"s{stage.seed}"]
-    if stage.animal_fraction is not None:
-        tags.append(f"f{stage.animal_fraction:.2f}")
-    if stage.finetune_fraction is not None:
-        tags.append(f"n{stage.finetune_fraction:.2f}")
-    return tags
-
-
-def stage_inputs(stage: Stage, store: Store) -> dict:
-    """The W&B artifacts a stage reads: a pre-training its mixture's image list (a dataset artifact by reference);
-    an MAE fine-tune its parent's model artifact. Online runs declare them at start, offline ones at `mixsweep sync`."""
-    if stage.kind == "pretrain":
-        return {"inputs": [{"name": f"mixture-{stage.key}", "type": "dataset",
-                            "reference": store.mixture_path(stage.key).as_uri()}]}
-    if stage.parent is not None:
-        return {"parent_artifact": f"{stage.parent}:latest", "inputs": [{"name": f"{stage.parent}:latest"}]}
-    return {"inputs": []}
+WORKER_GROUP_START_TIMEOUT_S = 1800  # how long a TorchTrainer stage waits for its workers' nodes
 
 
 def stage_outputs(key: str, row: dict, store: Store, job) -> list[dict]:
     """The model artifact of a finished stage, by reference: a pre-training's checkpoint in the store (what its
     fine-tunes start from), a fine-tune's newest checkpoint in the train storage."""
-    from mixsweep.train.ray_jobs import newest_checkpoint_uri, storage_root
+    from mixsweep.train.storage import newest_checkpoint_uri, storage_root
 
     if row["kind"] == "pretrain":
         reference = store.checkpoint(key).parent.as_uri()
@@ -93,12 +50,24 @@ def stage_outputs(key: str, row: dict, store: Store, job) -> list[dict]:
     return [{"name": key, "type": "model", "reference": reference, "aliases": aliases, "metadata": meta}]
 
 
-def _final_metrics(result: dict) -> dict:
+def _final_metrics(result) -> dict:
+    """The finished job's last metrics, from its newest checkpoint when it has one (a rerun of a finished
+    TorchTrainer run reports nothing)."""
     from mixsweep.train.loop import load_state
 
-    if result.get("checkpoint"):
-        return dict(load_state(result["checkpoint"]).get("metrics", {}))
-    return dict(result.get("metrics") or {})
+    if result.checkpoint:
+        return dict(load_state(result.checkpoint).get("metrics", {}))
+    return dict(result.metrics)
+
+
+def _provenance(result) -> dict:
+    """rank 0's versions and device (workers/rank0.json), as result.json records them; the trial's own when
+    the job left no placement record."""
+    from mixsweep.provenance import RUNTIME_FIELDS, runtime_info
+
+    ranks = {w["rank"]: w for w in result.placement()}
+    info = ranks.get(0) or runtime_info("cpu")
+    return {k: info.get(k) for k in RUNTIME_FIELDS}
 
 
 def run_stage(config: dict) -> dict:
@@ -116,7 +85,7 @@ def run_stage(config: dict) -> dict:
 
     from mixsweep import tracking
     from mixsweep.train.config import parse_job
-    from mixsweep.train.ray_jobs import read_placement, run_in_trial, run_with_ray, runs_in_trial
+    from mixsweep.train.launch import run_in_trial, run_with_ray, runs_in_trial
 
     t0 = time.time()
     store = Store(config["store"], config.get("mirror"))
@@ -131,8 +100,11 @@ def run_stage(config: dict) -> dict:
         in_trial = runs_in_trial(job.scaling)
         if in_trial:
             result = run_in_trial(job)
-            live = result.get("live")
+            live = result.live
         else:
+            # Ray Train gives up on a worker group that is not placed within 60 s and makes a new one, forever,
+            # logging a traceback each time; a GPU node an autoscaler starts takes minutes. Wait instead.
+            os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(WORKER_GROUP_START_TIMEOUT_S))
             result = run_with_ray(job, source=f"stage {key}", callbacks=[TuneReportCallback()], check=False)
         metrics = _final_metrics(result)
     except Exception as e:  # recorded once with its key; the sweep goes on with the other stages
@@ -148,12 +120,12 @@ def run_stage(config: dict) -> dict:
         ray.tune.report({"key": key, "status": "failed", "error": message})
         return
     placement = {"trial_node": ray.get_runtime_context().get_node_id(),
-                 "worker_nodes": ",".join(sorted({w["node_id"] for w in read_placement(result["run_dir"])}))}
-    timing = stage_timing(config.get("handed_out_at", t0), t0, result.get("loop_s"))
-    final = store.record_result(key, {**row, **metrics, **placement, **timing, "in_trial": in_trial,
-                                      "wall_seconds": time.time() - t0},
-                                result["run_dir"],
-                                result["checkpoint"] if job.kind == "pretrain" else None)
+                 "worker_nodes": ",".join(sorted({w["node_id"] for w in result.placement()}))}
+    timing = stage_timing(config.get("handed_out_at", t0), t0, result.loop_s)
+    final = store.record_result(key, {**row, **metrics, **placement, **timing, **_provenance(result),
+                                      "trained_from": result.started_at, "trained_until": result.finished_at,
+                                      "in_trial": in_trial, "wall_seconds": time.time() - t0},
+                                result.run_dir, result.checkpoint if job.kind == "pretrain" else None)
     outputs = stage_outputs(key, row, store, job)
     if live is not None:  # the stage's live run, still open: its model artifact, then its end
         live.log_outputs(outputs)
@@ -162,6 +134,13 @@ def run_stage(config: dict) -> dict:
         tracking.log_outputs(tracker, key=key, artifacts=outputs)
     _push(store, key, tracking.run_folders(store.root, tracking.run_id(key)))
     ray.tune.report(final)
+
+
+def run_stage_resources(config: dict):
+    """Tune's per-trial resource callback: the request the driver put in the stage's config (trial_request)."""
+    from ray.tune import PlacementGroupFactory
+
+    return PlacementGroupFactory([config["trial_request"]])
 
 
 def stage_timing(handed_out_at: float, started_at: float, loop_s: float | None) -> dict:
@@ -187,31 +166,50 @@ def _push(store: Store, key: str, wandb_runs: list[Path] = ()) -> None:
 
 
 class StageSearcher(Searcher):
-    """Suggests a stage only once its parent is done; FINISHED when nothing more can run."""
+    """Suggests a stage only once its parent is done, and only while fewer stages of its kind run than
+    `limits(kind)` allows; FINISHED when nothing more can run.
 
-    def __init__(self, configs: list[dict], done: set[str]):
+    `limits` is asked again every `refresh_s` seconds: it follows the cluster as nodes join and leave. Each
+    kind has its own limit, so a pre-training that needs four GPUs does not hold one-GPU fine-tunes to one at
+    a time."""
+
+    def __init__(self, configs: list[dict], done: set[str], limits=None, refresh_s: float = 10.0):
         super().__init__(metric=None, mode=None)
         self.queue = list(configs)
         self.done = set(done)
         self.failed: set[str] = set()
         self.trials: dict[str, str] = {}
+        self.kinds = {c["key"]: c["row"]["kind"] for c in configs}
+        self.limits, self.refresh_s = limits, refresh_s
+        self._limit_cache: dict[str, int] = {}
+        self._limits_at = -math.inf
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
 
+    def limit(self, kind: str) -> int:
+        if self.limits is None:
+            return 10**9
+        if time.monotonic() - self._limits_at > self.refresh_s:
+            self._limit_cache, self._limits_at = {}, time.monotonic()
+        if kind not in self._limit_cache:
+            self._limit_cache[kind] = self.limits(kind)
+        return self._limit_cache[kind]
+
     def suggest(self, trial_id: str):
+        running = self._running()
         for i, cfg in enumerate(self.queue):
-            parent = cfg["parent"]
-            if parent is None or parent in self.done:
+            parent, kind = cfg["parent"], cfg["row"]["kind"]
+            if (parent is None or parent in self.done) and sum(self.kinds[k] == kind for k in running) < self.limit(kind):
                 self.queue.pop(i)
                 self.trials[trial_id] = cfg["key"]
                 return {**cfg, "handed_out_at": time.time()}  # a stage's wall starts here (stage_timing)
         # Children of a failed parent can never run: drop them so the sweep can finish.
         self.queue = [c for c in self.queue if c["parent"] not in self.failed]
-        return Searcher.FINISHED if not self.queue and not self._running() else None
+        return Searcher.FINISHED if not self.queue and not running else None
 
-    def _running(self) -> bool:
-        return any(k not in self.done and k not in self.failed for k in self.trials.values())
+    def _running(self) -> list[str]:
+        return [k for k in self.trials.values() if k not in self.done and k not in self.failed]
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         key = self.trials.get(trial_id)
@@ -219,10 +217,13 @@ class StageSearcher(Searcher):
             (self.failed if error or _failed(result) else self.done).add(key)
 
     def save(self, checkpoint_path: str) -> None:
-        Path(checkpoint_path).write_bytes(pickle.dumps(self.__dict__))
+        Path(checkpoint_path).write_bytes(pickle.dumps(self.__getstate__()))
 
     def restore(self, checkpoint_path: str) -> None:
         self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
+
+    def __getstate__(self):  # the limits read the live cluster: not part of a saved searcher
+        return {**self.__dict__, "limits": None}
 
 
 def _failed(result: dict | None) -> bool:
@@ -273,11 +274,30 @@ def _print(text: str) -> None:
     Console(highlight=False, soft_wrap=True).print(text, markup=False)  # a fresh Console: the callback must pickle
 
 
-def stage_name(stage: Stage) -> str:
-    if stage.kind == "pretrain":
-        return f"pretrain F={stage.animal_fraction:.2f} seed {stage.seed}"
-    what = f"F={stage.animal_fraction:.2f}" if stage.method == "mae" else stage.method
-    return f"finetune {what} s={stage.finetune_fraction:.2f} seed {stage.seed}"
+class WaitingForNodes(Callback):
+    """One line whenever what the cluster waits to place changes: `waiting for 2 × {CPU: 2, GPU: 1}: the
+    autoscaler is starting nodes` (pending placement groups: Tune trials, TorchTrainer worker groups)."""
+
+    def __init__(self, autoscaling: bool, every_s: float = 2.0, pending=None):
+        self.autoscaling, self.every_s, self.pending = autoscaling, every_s, pending
+        self._at, self._last = -math.inf, {}
+
+    def on_step_begin(self, iteration, trials, **info):
+        if time.monotonic() - self._at < self.every_s:
+            return
+        self._at = time.monotonic()
+        from mixsweep.train.cluster import pending_bundles
+
+        try:
+            pending = (self.pending or pending_bundles)()
+        except Exception:  # a state query that failed tells nothing; the next step asks again
+            return
+        if pending == self._last:
+            return
+        self._last = pending
+        if pending:
+            why = "the autoscaler is starting nodes" if self.autoscaling else "no node has room for it yet"
+            _print("waiting for " + ", ".join(f"{n} × {b}" for b, n in sorted(pending.items())) + f": {why}")
 
 
 def trial_request(scaling, resources) -> dict[str, float]:
@@ -285,7 +305,7 @@ def trial_request(scaling, resources) -> dict[str, float]:
     trial IS the worker; trial_cpus and trial_resources, meant for a driver, do not apply). A TorchTrainer
     stage's trial only waits on its trainer: trial_cpus plus trial_resources, or a sliver of a CPU (Ray refuses
     an empty request)."""
-    from mixsweep.train.ray_jobs import runs_in_trial
+    from mixsweep.train.launch import runs_in_trial
 
     if runs_in_trial(scaling):
         return scaling.resources_per_worker()
@@ -294,41 +314,55 @@ def trial_request(scaling, resources) -> dict[str, float]:
     return request or {"CPU": 0.01}
 
 
-def _trial_resources(config: dict):
-    """Tune's per-trial resource callback: the request stage_job put in the config."""
-    from ray.tune import PlacementGroupFactory
+def check_cluster(spec, shape) -> None:
+    """Refuse, in one line each, stage kinds the cluster can never place, and trial resources no node has."""
+    from mixsweep.train.launch import runs_in_trial
 
-    return PlacementGroupFactory([config["trial_request"]])
-
-
-def concurrency(spec) -> int:
-    """How many stages fit on the cluster at once (by the larger of the two stage kinds)."""
-    from mixsweep.train.ray_jobs import alive_node_resources, check_resources, runs_in_trial, worker_slots
-
-    for scaling in (spec.resources.pretrain, spec.resources.finetune):
-        check_resources(scaling)
-    nodes = alive_node_resources()
-    trainer_stages = not all(runs_in_trial(s) for s in (spec.resources.pretrain, spec.resources.finetune))
-    for name, amount in spec.resources.trial_resources.items() if trainer_stages else ():
-        if not any(res.get(name, 0) >= amount for res in nodes):
+    kinds = {"resources.pretrain": spec.resources.pretrain, "resources.finetune": spec.resources.finetune}
+    for what, scaling in kinds.items():
+        note = shape.check(scaling, what)
+        if note:
+            _print(f"note: {note}")
+    if all(runs_in_trial(s) for s in kinds.values()) or not spec.resources.trial_resources:
+        return
+    for name, amount in spec.resources.trial_resources.items():
+        if shape.holds({name: amount}) is False:
             raise MixsweepError(f"resources.trial_resources: no node has {amount:g} {name!r} (start the head "
                                 f"with resources: {{{name}: 1000}}, as in cluster.yaml), so no trial could start")
-    fits = [max(1, worker_slots(s, nodes) // s.num_workers) for s in (spec.resources.pretrain, spec.resources.finetune)]
-    return max(1, min(fits))
 
 
-def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bool = False) -> Plan:
-    """Run every pending stage of the spec; returns the plan with statuses after the run."""
+def stage_limits(spec, cluster_config=None):
+    """kind -> how many stages of that kind may run at once: as many as the cluster holds when grown to its
+    limits (the autoscaler's node types), else as many as its alive nodes hold. Read afresh on each call."""
+    from mixsweep.train.cluster import cluster_shape
+
+    scalings = {"pretrain": spec.resources.pretrain, "finetune": spec.resources.finetune}
+
+    def limits(kind: str) -> int:
+        return cluster_shape(cluster_config).stage_limit(scalings[kind])
+
+    return limits
+
+
+def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bool = False,
+              cluster_config: Path | str | None = None) -> Plan:
+    """Run every pending stage of the spec; returns the plan with statuses after the run.
+
+    `cluster_config`: the autoscaler's config (a `ray up` YAML), when the driver cannot find it itself
+    (mixsweep.train.cluster)."""
     from ray import tune
 
-    from mixsweep.train.ray_jobs import ensure_ray, runs_in_trial
+    from mixsweep.train.cluster import cluster_shape, ensure_ray
+    from mixsweep.train.launch import runs_in_trial
 
     store = Store(spec.storage, spec.mirror)
     store.check_writable()
     pulled = store.pull()
     if pulled:
         console.print(f"{spec.name}: {len(pulled)} finished stages copied back from the mirror {spec.mirror}")
+    write_spec_data(spec, store)
     plan = build_plan(spec, store)
+    write_plan_inputs(plan, store)
     pending = [s for s in plan.stages if s.status == "pending" or (retry_failed and s.status == "failed")]
     done = {s.key for s in plan.stages if s.status == "done"}
     skipped = {s.key for s in plan.stages if s.status == "failed" and not retry_failed}
@@ -341,52 +375,69 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
     if not pending:
         _write_results(store)
         return plan
+    # Worker logs stay in Ray's session logs (and a failed stage's traceback.txt): the terminal shows progress.
+    ensure_ray(address, quiet=True)
+    shape = cluster_shape(cluster_config)
+    check_cluster(spec, shape)  # before the pack: a request no node can ever hold is refused at once
+    _print(f"{spec.name}: {_describe(shape)}")
     pack = build_grid_pack(plan, pending, progress=True)
     if pack is not None:
         how = ("found" if pack.built is None or pack.built["reused"] else
                f"built: {pack.built['decoded']} decoded, {pack.built['copied']} copied from earlier packs")
         console.print(f"{spec.name}: pre-training pack of {len(pack)} images (every mixture of the grid) {how}")
-    # Worker logs stay in Ray's session logs (and a failed stage's traceback.txt): the terminal shows progress.
-    ensure_ray(address, quiet=True)
     # Tune's default CSV/JSON/TensorBoard loggers duplicate the store and W&B, and warn on NaN metrics.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    k = concurrency(spec)
     configs, all_in_trial = [], True
     for s in pending:
-        scaling = spec.resources.pretrain if s.kind == "pretrain" else spec.resources.finetune
+        scaling = s.job.scaling
         all_in_trial = all_in_trial and runs_in_trial(scaling)
-        configs.append({"key": s.key, "parent": s.parent, "row": s.row(), "job": stage_job(s, spec, store),
-                        "store": str(store.root), "mirror": spec.mirror, "name": run_name(s), "group": spec.name,
+        job = s.job_with_pack(pack.path) if pack is not None else s.job
+        configs.append({"key": s.key, "parent": s.parent, "row": s.row(), "job": job.model_dump(mode="json"),
+                        "store": str(store.root), "mirror": spec.mirror, "name": s.run_name, "group": spec.name,
                         "job_type": s.job_type, "wandb": spec.wandb.model_dump(mode="json"),
                         "trial_request": trial_request(scaling, spec.resources)})
-    searcher = StageSearcher(configs, done)
-    progress = StageProgress(len(plan.stages), len(done), {s.key: stage_name(s) for s in plan.stages}, store)
+    searcher = StageSearcher(configs, done, limits=stage_limits(spec, cluster_config))
+    progress = StageProgress(len(plan.stages), len(done), {s.key: s.label for s in plan.stages}, store)
+    # Tune keeps one trial waiting for resources at a time when a searcher hands out trials; the requests of
+    # waiting trials are what makes an autoscaler start nodes, so let as many wait as could ever run at once.
+    most = sum(shape.stage_limit(sc) for sc in (spec.resources.pretrain, spec.resources.finetune))
+    pending_env = {"TUNE_MAX_PENDING_TRIALS_PG": os.environ.get("TUNE_MAX_PENDING_TRIALS_PG",
+                                                                str(max(1, min(most, len(configs)))))}
     # In-trial stages: a finished trial's process takes the next stage (torch and the model code stay imported).
     # Trials that drive a TorchTrainer each get a fresh process, as before.
     tuner = tune.Tuner(
-        tune.with_resources(run_stage, _trial_resources),
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(configs), max_concurrent_trials=k,
-                                    reuse_actors=all_in_trial),
+        tune.with_resources(run_stage, run_stage_resources),
+        # No fixed max_concurrent_trials: the searcher limits each stage kind, and Ray's scheduling the rest.
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(configs), reuse_actors=all_in_trial),
         # max_failures: Tune restarts an in-trial stage whose process died (or whose training raised), from its
         # last checkpoint; a TorchTrainer stage's workers are restarted by Ray Train, and its trial reports a
         # failure instead of raising, so Tune does not run it again.
         run_config=tune.RunConfig(name=f"{spec.name}-{int(time.time())}", storage_path=str(store.root / "tune"),
-                                  callbacks=[progress], verbose=0,
+                                  callbacks=[progress, WaitingForNodes(shape.autoscaling)], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
     )
     # Results live in the store and W&B, so Tune's own result files are off; its ResultGrid would then warn
     # once per trial (36 lines for the demo) that they are missing.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    tuner.fit()
+    with environ(**pending_env):
+        tuner.fit()
     _write_results(store)
-    after = build_plan(spec, store, write_mixtures=False)
-    counts = after.counts()
+    counts = refresh_statuses(plan, store).counts()
     console.print(f"{spec.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending; "
                   f"results in {store.root / 'results.parquet'}")
     line = overhead_line(store, [c["key"] for c in configs])
     if line:
         console.print(f"{spec.name}: {line}")
-    return after
+    return plan
+
+
+def _describe(shape) -> str:
+    """'cluster: 1 node alive; autoscaler node types from X: head (...), gpu (...)' for the run's first lines."""
+    alive = f"{len(shape.alive)} node(s) alive"
+    if not shape.autoscaling:
+        return f"cluster: {alive}, no autoscaler config found (stages run on these nodes only)"
+    return f"cluster: {alive}; can grow to node types of {shape.source}: " + "; ".join(
+        t.describe() for t in shape.node_types)
 
 
 def overhead_line(store: Store, keys: list[str]) -> str | None:

@@ -12,8 +12,8 @@ backgrounds, scenes (COCO scenes), worlds (planted / null), coco and pets (the t
 generate (write_synth).
 """
 
-from mixsweep.synth.generate import write_synth
+from mixsweep.synth.generate import synth_is_written, write_synth
 from mixsweep.synth.output import COCO_KINDS, GENERATOR_VERSION, SCALES, ScaleSpec, SynthPaths
 from mixsweep.synth.worlds import WORLDS
 
-__all__ = ["COCO_KINDS", "GENERATOR_VERSION", "SCALES", "WORLDS", "ScaleSpec", "SynthPaths", "write_synth"]
+__all__ = ["COCO_KINDS", "GENERATOR_VERSION", "SCALES", "WORLDS", "ScaleSpec", "SynthPaths", "synth_is_written", "write_synth"]

@@ -22,6 +22,13 @@ def _marker(scale: str, seed: int, awkward: bool, world: str) -> str:
                        "seed": int(seed), "awkward": bool(awkward), "world": world}, indent=1) + "\n"
 
 
+def synth_is_written(out: Path | str, scale: str = "small", seed: int = 0, awkward: bool = True,
+                     world: str = "planted") -> bool:
+    """Whether `out` holds a complete set written by write_synth with these arguments (read-only check)."""
+    marker = Path(out) / MARKER
+    return marker.is_file() and marker.read_text() == _marker(scale, seed, awkward, world)
+
+
 def write_synth(out: Path | str, scale: str = "small", seed: int = 0, awkward: bool = True,
                 progress: bool = False, world: str = "planted") -> SynthPaths:
     """Write synthetic COCO 2017 (train/val) and Oxford-IIIT Pet data under `out`; returns the paths.
