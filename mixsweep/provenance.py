@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,25 +110,32 @@ def write_lock(root: Path = PACKAGE, neutral: bool = False, lock_file: Path | No
 def _static_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
-    import mixsweep
-
     def installed(name: str) -> str | None:
         try:
             return version(name)
         except PackageNotFoundError:
             return None
 
-    return {"mixsweep_version": mixsweep.__version__, "git_commit": _git_commit(),
+    return {"mixsweep_version": _own_version(), "git_commit": _git_commit(),
             "code_version": CODE_VERSION, "source_digest": source_digest(),
             "python_version": platform.python_version(), "torch_version": installed("torch"),
             "ray_version": installed("ray"), "timm_version": installed("timm")}
 
 
+def _own_version() -> str:
+    """mixsweep.__version__, read from this package's file: on a cluster node whose working folder holds a
+    `mixsweep/` checkout, `import mixsweep` can find that folder as a namespace package without it."""
+    match = re.search(r'^__version__ = "([^"]+)"', (PACKAGE / "__init__.py").read_text(), re.M)
+    return match.group(1) if match else "unknown"
+
+
 def _git_commit() -> str | None:
     """The checkout's commit, with `+dirty` when guarded sources differ from it; None outside a git checkout
-    (a wheel, a cluster node synced without .git)."""
+    (a wheel, a cluster node synced without .git, an install inside some other repository's ignored venv)."""
     try:
         run = functools.partial(subprocess.run, cwd=PACKAGE, capture_output=True, text=True, timeout=10)
+        if run(["git", "ls-files", "--error-unmatch", Path(__file__).name]).returncode != 0:
+            return None  # this file is not tracked there: the commit would describe other code
         head = run(["git", "rev-parse", "HEAD"])
         if head.returncode != 0:
             return None

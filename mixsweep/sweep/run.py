@@ -432,12 +432,13 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
 
 
 def _describe(shape) -> str:
-    """'cluster: 1 node alive; autoscaler node types from X: head (...), gpu (...)' for the run's first lines."""
+    """'cluster: 1 node(s) alive; can grow to node types of X: head (...); gpu (...); max_workers 6'."""
     alive = f"{len(shape.alive)} node(s) alive"
     if not shape.autoscaling:
         return f"cluster: {alive}, no autoscaler config found (stages run on these nodes only)"
+    cap = f"; max_workers {shape.max_workers}" if shape.max_workers is not None else ""
     return f"cluster: {alive}; can grow to node types of {shape.source}: " + "; ".join(
-        t.describe() for t in shape.node_types)
+        t.describe() for t in shape.node_types) + cap
 
 
 def overhead_line(store: Store, keys: list[str]) -> str | None:
