@@ -144,11 +144,13 @@ def run_stage_resources(config: dict):
 
 
 def stage_timing(handed_out_at: float, started_at: float, loop_s: float | None) -> dict:
-    """What a stage cost beyond its training loop. stage_wall_s runs from the searcher handing the stage to Tune
-    (driver clock) to its result being recorded; start_s is the part before the trial function ran (actor start
-    or reuse, scheduling); loop_s is the time inside `fit`; overhead_s = stage_wall_s - loop_s."""
-    wall = time.time() - handed_out_at
-    return {"stage_wall_s": wall, "start_s": started_at - handed_out_at,
+    """What a stage cost beyond its training loop. queued_s runs from the searcher handing the stage to Tune
+    (driver clock) to the trial function starting: waiting for room (the searcher hands out more stages than
+    run, so the next starts the moment a slot frees, and an autoscaler sees the backlog) and a fresh trial
+    process's start. stage_wall_s runs from there to the result being recorded; loop_s is the time inside `fit`;
+    overhead_s = stage_wall_s - loop_s (data preparation, a TorchTrainer's start, recording)."""
+    wall = time.time() - started_at
+    return {"stage_wall_s": wall, "queued_s": max(0.0, started_at - handed_out_at),
             "loop_s": loop_s if loop_s is not None else math.nan,
             "overhead_s": wall - loop_s if loop_s is not None else math.nan}
 
