@@ -174,12 +174,14 @@ def declare_inputs(run: Any, wandb: Any, inputs: list[dict]) -> None:
 
 
 def run_folders(root: Path | str, run_id: str) -> list[Path]:
-    """Every local folder of one run id under root/wandb (one per attempt that logged it), oldest first."""
+    """Every local folder of one run id under root/wandb (one per attempt that logged it), oldest first. wandb
+    names a folder `[offline-]run-<date>_<time>-<id>` and adds `-1`, `-2`, ... when an earlier attempt took that
+    name within the same second."""
     folder = Path(root) / "wandb"
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(("offline-run-", "run-"))
-                  and (p.name.endswith(f"-{run_id}") or p.name.endswith(f"-{run_id}-offline")))
+    name = re.compile(rf"(offline-)?run-\d{{8}}_\d{{6}}-{re.escape(run_id)}(-offline)?(-\d+)?")
+    return sorted(p for p in folder.iterdir() if p.is_dir() and name.fullmatch(p.name))
 
 
 def log_outputs(tracker: Tracker, *, key: str, artifacts: list[dict]) -> Path | None:

@@ -311,3 +311,14 @@ def test_table_cells_are_plain():
     frame = pd.DataFrame({"x": [1, "two", None], "y": [0.5, np.nan, np.inf], "z": [Path("/a"), {"k": 1}, (1, 2)]})
     table = tracking._table(wandb, frame)
     assert table.data == [["1", 0.5, "/a"], ["two", None, '{"k": 1}'], [None, None, "[1, 2]"]]
+
+
+def test_run_folders_finds_every_attempt_of_one_id(tmp_path):
+    """A resumed attempt that starts within the same second as the one before gets wandb's `-1` suffix; it is the
+    same run (seen in CI: a crashed then resumed job on a fast machine)."""
+    names = ["offline-run-20261204_191950-pt-a", "offline-run-20261204_191950-pt-a-1",
+             "run-20261204_191951-pt-a-offline", "offline-run-20261204_191950-pt-ab", "latest-run"]
+    for name in names:
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+    assert [p.name for p in tracking.run_folders(tmp_path, "pt-a")] == names[:3]
+    assert [p.name for p in tracking.run_folders(tmp_path, "pt-ab")] == names[3:4]
