@@ -235,7 +235,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
                   r["parent_key"] or "-", r["status"], str(r["n_images"]), f"{r['gpu_hours']:.3g}")
     console.print(t)
     console.print(f"{totals['stages']} stages: {totals['done']} done, {totals['pending']} pending, "
-                  f"{totals['failed']} failed; estimated {totals['gpu_hours_pending']:.3g} of "
+                  f"{totals['failed']} failed, {totals['diverged']} diverged; estimated {totals['gpu_hours_pending']:.3g} of "
                   f"{totals['gpu_hours_total']:.3g} GPU-hours still to run (one H200, bf16, measured step rates)")
     if plan.union is not None:
         console.print(f"pre-training pack: the {plan.union_size} images of the grid's mixtures together, decoded "
@@ -249,14 +249,14 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     spec = load_spec(args.spec)
     run_sweep(spec, str(args.spec), address=args.address, retry_failed=args.retry_failed,
-              cluster_config=args.cluster_config)
+              cluster_config=args.cluster_config, wait=args.wait)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from mixsweep.spec import load_spec
     from mixsweep.sweep.results import make_report
 
-    paths = make_report(load_spec(args.spec, check_paths=False))
+    paths = make_report(load_spec(args.spec, check_paths=False), out=args.out)
     for name, path in paths.items():
         console.print(f"{name}: {path}")
 
@@ -428,7 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "again; rerun after extending the grid to run only the new points.")
     s.add_argument("spec", type=Path)
     s.add_argument("--address", help="Ray cluster address (default: a local instance)")
-    s.add_argument("--retry-failed", action="store_true", help="also rerun stages that failed before")
+    s.add_argument("--retry-failed", action="store_true",
+                   help="also rerun stages that failed or diverged before")
+    s.add_argument("--wait", action="store_true",
+                   help="when another `mixsweep run` trains into the same storage, wait for it to end instead of "
+                        "refusing (one driver per store at a time; plan, report and results never wait)")
     s.add_argument("--cluster-config", type=Path, metavar="YAML",
                    help="the autoscaler's cluster config (the `ray up` YAML): a request is judged against the node "
                         "types it can start. Default: the config an autoscaler reported to Ray, else "
@@ -440,8 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the versions and devices the stages trained with) and PNG plots with 95%% "
                                    "CIs over seeds under the store, and log them to W&B. Works from the store "
                                    "alone (a copy on a laptop): `mixsweep run` records the spec's stages there, "
-                                   "so the data roots need not exist.")
+                                   "so the data roots need not exist, and the store may be read-only (the report "
+                                   "then goes to ./mixsweep-reports/<spec name>).")
     s.add_argument("spec", type=Path)
+    s.add_argument("--out", type=Path, metavar="DIR",
+                   help="write the report here (default <storage>/reports/<spec name>)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("results", help="the store's results for a spec, as a table, CSV, JSON or Parquet",

@@ -211,7 +211,9 @@ def test_make_report_prints_the_sentence_and_returns_effect_json(tmp_path, monke
     from mixsweep.sweep import results as sweep_results
 
     results = world(slope=0.08)
-    store = SimpleNamespace(root=tmp_path)
+    from mixsweep.sweep.store import Store
+
+    store = Store(tmp_path)
     monkeypatch.setattr(sweep_results, "spec_results", lambda spec: (results, {}, store, None))
     # The real tracker, W&B switched off: the report must not depend on W&B to be written.
     spec = SimpleNamespace(name="demo", wandb=SimpleNamespace(model_dump=lambda mode: {"mode": "disabled"}))

@@ -15,6 +15,8 @@ all fractions out of differences and slopes.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -295,13 +297,25 @@ def effect(results: pd.DataFrame, metric: str = "test_iou_binary", ci: float = 0
     - ``direction``: "higher animal fraction is better" / "... worse" (by the metric's sense: a loss is
       better lower) when detected, else None;
     - ``n_seeds`` (paired seeds in diff), ``n_seeds_slope``, ``fractions`` [low, high], ``n_fractions``,
-      ``mean_low`` / ``mean_high`` (the mean at each end over the paired seeds).
+      ``mean_low`` / ``mean_high`` (the mean at each end over the paired seeds);
+    - ``n_diverged``, ``diverged``: the (animal fraction, seed) points left out because their run diverged
+      (the fine-tune, or the pre-training it starts from, went non-finite, or its `metric` is not finite).
     """
     cols = [c for c in (*EFFECT_COLUMNS, metric) if c in results]
     df = finetunes(results[cols], metric)
     df = df[df["method"] == "mae"]
+    lost = diverged_points(results[cols], metric)
     out = []
-    for ft, grp in sorted(df.groupby("finetune_fraction"), key=lambda kv: -kv[0]):
+    for ft in sorted(set(df["finetune_fraction"]) | {f for f in lost if f is not None}, key=lambda f: -f):
+        grp = df[df["finetune_fraction"] == ft]
+        gone = sorted(lost.get(ft, set()) | lost.get(None, set()))
+        if grp.empty:
+            out.append({"metric": metric, "finetune_fraction": float(ft), "effect": "not detected",
+                        "direction": None, "n_seeds": 0, "n_seeds_slope": 0, "fractions": [math.nan, math.nan],
+                        "n_fractions": 0, "diff": math.nan, "ci": [math.nan, math.nan], "slope": math.nan,
+                        "slope_ci": [math.nan, math.nan], "mean_low": math.nan, "mean_high": math.nan,
+                        "ci_level": ci, "n_diverged": len(gone), "diverged": [list(p) for p in gone]})
+            continue
         values, fracs = seed_matrix(grp, metric)
         s = effect_statistics(values, fracs, ci)
         lo, hi = int(np.argmin(fracs)), int(np.argmax(fracs))
@@ -318,8 +332,26 @@ def effect(results: pd.DataFrame, metric: str = "test_iou_binary", ci: float = 0
             "fractions": [float(fracs[lo]), float(fracs[hi])], "n_fractions": int(fracs.size),
             "mean_low": float(values[paired, lo].mean()) if paired.any() else float("nan"),
             "mean_high": float(values[paired, hi].mean()) if paired.any() else float("nan"),
-            "ci_level": ci,
+            "ci_level": ci, "n_diverged": len(gone), "diverged": [list(p) for p in gone],
         })
+    return out
+
+
+def diverged_points(results: pd.DataFrame, metric: str = "test_iou_binary") -> dict[float | None, set[tuple[float, int]]]:
+    """fine-tune fraction -> the (animal fraction, seed) MAE points lost to divergence: a diverged fine-tune, a
+    finished one whose `metric` is not finite, or (under key None: every fine-tune size) a diverged
+    pre-training."""
+    df = clean(results)
+    if metric not in df:
+        df[metric] = np.nan
+    ft = df[(df["kind"] == "finetune") & (df["method"] == "mae")]
+    bad = ft[(ft["status"] == "diverged") | ((ft["status"] == "done") & ~np.isfinite(ft[metric]))]
+    out: dict[float, set] = {}
+    for f, a, seed in zip(bad["finetune_fraction"], bad["animal_fraction"], bad["seed"]):
+        out.setdefault(float(f), set()).add((float(a), int(seed)))
+    pre = df[(df["kind"] == "pretrain") & (df["status"] == "diverged")]
+    for a, seed in zip(pre["animal_fraction"], pre["seed"]):
+        out.setdefault(None, set()).add((float(a), int(seed)))
     return out
 
 
@@ -331,9 +363,26 @@ def _signed(v, digits: int = 3) -> str:
     return f"{v:+.{digits}f}" if np.isfinite(v) else "n/a"
 
 
+def _diverged_clause(e: dict) -> str:
+    """' (2 runs diverged and are left out: F=1 seed 3, F=1 seed 4)', or ''."""
+    points = e.get("diverged") or []
+    if not points:
+        return ""
+    shown = ", ".join(f"F={_num(a):g} seed {int(seed)}" for a, seed in points[:6])
+    more = f" and {len(points) - 6} more" if len(points) > 6 else ""
+    return (f" ({len(points)} run{'s' if len(points) != 1 else ''} diverged and "
+            f"{'are' if len(points) != 1 else 'is'} left out: {shown}{more})")
+
+
 def _effect_clause(e: dict) -> str:
+    return _effect_numbers(e) + _diverged_clause(e)
+
+
+def _effect_numbers(e: dict) -> str:
     lo, hi = (_num(f) for f in e["fractions"])
     where = f"{e['effect']} at fine-tune size {_num(e['finetune_fraction']):g}"
+    if e.get("n_fractions", 2) == 0:
+        return f"{where}: no finished run"
     if e.get("n_fractions", 2) < 2 or lo == hi:
         return f"{where}: only one animal fraction (F={lo:g}), nothing to compare"
     seeds = f"{e['n_seeds']} seed{'s' if e['n_seeds'] != 1 else ''}"

@@ -115,7 +115,7 @@ def _effect_section(results: pd.DataFrame) -> list[str]:
             rows.append({"metric": label, "fine-tune": e["finetune_fraction"], "F": f"{lo:g} → {hi:g}",
                          "high − low (95% CI)": _ci_text(e["diff"], e["ci"]),
                          "slope per unit F (95% CI)": _ci_text(e["slope"], e["slope_ci"]),
-                         "seeds": str(e["n_seeds"]),
+                         "seeds": str(e["n_seeds"]), "diverged": str(e.get("n_diverged", 0)),
                          "effect": f"{e['effect']}: {e['direction']}" if e["direction"] else e["effect"]})
     lines = ["## Effect of the animal fraction", "",
              "Over the MAE fine-tunes, paired by seed: per seed the metric at the highest minus the lowest animal "

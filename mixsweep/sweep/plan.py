@@ -118,13 +118,25 @@ def _stat_key(*paths) -> str:
     return content_key(parts)
 
 
+def _cached(path: Path, read) -> pa.Table | None:
+    """A store file the plan can rebuild (an index, a manifest, a mixture, the union): its table, or None when
+    it is absent or unreadable (a torn copy, a full disk), with a warning: `run` writes it again."""
+    if not path.is_file():
+        return None
+    try:
+        return read(path)
+    except MixsweepError as e:
+        warnings.warn(f"{e}; `mixsweep run` writes it again", stacklevel=3)
+        return None
+
+
 def _coco_index(store: Store, inputs: dict, annotations, images, rule: str) -> pa.Table:
     """The COCO index: the store's cached copy, else built in memory (and written by `run`)."""
     from mixsweep.data.coco import build_coco_index, read_index
 
     path = store.root / "data" / f"coco-index-{_stat_key(annotations)}-{rule}.parquet"
-    if path.is_file():
-        return read_index(path)
+    if (cached := _cached(path, read_index)) is not None:
+        return cached
     table, _ = build_coco_index(annotations, images, rule=rule)
     inputs[path] = table
     return table
@@ -137,8 +149,8 @@ def _pets_manifest(store: Store, inputs: dict, pets_root, shown_root) -> tuple[p
 
     root = resolve_root(pets_root)
     path = store.root / "data" / f"pets-{_stat_key(root / 'annotations' / 'list.txt', root / 'images')}.parquet"
-    if path.is_file():
-        return read_manifest(path), path
+    if (cached := _cached(path, read_manifest)) is not None:
+        return cached, path
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         table = build_pets_manifest(root, seed=0)
@@ -202,7 +214,7 @@ class FinetunePoint:
 def build_plan(spec, store: Store) -> Plan:
     """Every stage of the spec with its key, job and status. Reads the data and the store; writes nothing."""
     from mixsweep.data.pets import finetune_subset
-    from mixsweep.data.mixture import union_of
+    from mixsweep.data.mixture import read_mixture, union_of
 
     plan = Plan(spec.name, spec_digest(spec))
     with _readable_data(spec, store) as (paths, job_paths):
@@ -225,7 +237,7 @@ def build_plan(spec, store: Store) -> Plan:
         ids = list(zip(union.column("split").to_pylist(), union.column("image_id").to_pylist()))
         plan.union, plan.union_size = store.root / "data" / f"union-{_digest(ids)}.parquet", union.num_rows
         plan.mixture_rows = sum(m.num_rows for m in mixes.values())
-        if not plan.union.is_file():
+        if _cached(plan.union, read_mixture) is None:
             plan.inputs[plan.union] = union
     train_sets: dict[float, list[frozenset]] = {}
     for seed in spec.grid.seeds:
@@ -254,7 +266,9 @@ def _pretrain_stage(grid: _Grid, plan: Plan, mix: pa.Table, seed: int, fraction:
     key = "pt-" + content_key({"kind": "pretrain", "images": _digest(ids), "data": grid.data_tag,
                                "preset": spec.preset, "recipe": spec.pretrain.model_dump(mode="json"), "seed": seed,
                                "pack_size": spec.mixture.pack_size, "code": CODE_VERSION})
-    if not store.mixture_path(key).is_file():
+    from mixsweep.data.mixture import read_mixture
+
+    if _cached(store.mixture_path(key), read_mixture) is None:
         plan.inputs[store.mixture_path(key)] = mix
     data = PretrainData(mixture=store.mixture_path(key), union=plan.union, images=grid.paths.coco_images,
                         val_images=grid.paths.coco_val_images or grid.paths.coco_images, cache=store.root / "cache",
@@ -288,13 +302,15 @@ def _finetune_stage(grid: _Grid, point: FinetunePoint) -> Stage:
 
 
 def refresh_statuses(plan: Plan, store: Store) -> Plan:
-    """Each stage's status as the store has it now: done (result.json), failed (failed.json) or pending."""
+    """Each stage's status as the store has it now: done (result.json), failed or diverged (failed.json), or
+    pending."""
     for stage in plan.stages:
         stage.status, stage.error = "pending", ""
         if store.is_done(stage.key):
             stage.status = "done"
         elif (failure := store.failure(stage.key)) is not None:
-            stage.status, stage.error = "failed", failure.get("error", "")
+            stage.status = "diverged" if failure.get("status") == "diverged" else "failed"
+            stage.error = failure.get("error", "")
     return plan
 
 
@@ -303,9 +319,8 @@ def write_plan_inputs(plan: Plan, store: Store) -> None:
     if not plan.writable:
         raise MixsweepError(f"{plan.spec_name}: the plan was computed from a temporary copy of synthetic data; "
                             "write the data first (write_spec_data)")
-    for path, table in plan.inputs.items():
-        if not path.is_file():
-            write_table(table, path)
+    for path, table in plan.inputs.items():  # only files absent or unreadable when planned
+        write_table(table, path)
     plan.inputs.clear()
     record = {"spec": plan.spec_name, "digest": plan.digest, "code_version": CODE_VERSION,
               "stages": [{**s.row(), "job_type": s.job_type} for s in plan.stages]}

@@ -44,7 +44,8 @@ def spec_results(spec):
     if not store.root.is_dir():
         raise MixsweepError(f"storage: {store.root} does not exist (run `mixsweep run` first, or point storage at "
                             "a copy of the store)")
-    store.pull()
+    if store.mirror and store.writable():  # a read-only store reports what it holds
+        store.pull()
     keys = spec_keys(spec, store)
     frame = store.results_frame(keys)
     histories = {k: store.history(k) for k in keys if store.is_done(k)}
@@ -68,9 +69,23 @@ def effect_summary(results) -> str:
     return effect_sentence(effect(results))
 
 
-def make_report(spec, console: Console | None = None) -> dict[str, Path]:
-    """Write the report under <storage>/reports/<spec name>/ and log it to W&B as one report run (results
-    table, PNGs, the degradation curve as W&B line plots, the effect numbers in its summary).
+def report_folder(spec, store: Store, out: Path | str | None = None, console: Console | None = None) -> Path:
+    """`out`, else <storage>/reports/<spec name>, else (a read-only store) ./mixsweep-reports/<spec name>."""
+    if out is not None:
+        return Path(out)
+    if store.writable():
+        return store.root / "reports" / spec.name
+    folder = Path.cwd() / "mixsweep-reports" / spec.name
+    (console or Console()).print(f"note: {store.root} is read-only; the report goes to {folder}", markup=False,
+                                 highlight=False, soft_wrap=True)
+    return folder
+
+
+def make_report(spec, console: Console | None = None, out: Path | str | None = None) -> dict[str, Path]:
+    """Write the report under `out` (default <storage>/reports/<spec name>/, or ./mixsweep-reports/<spec name>
+    when the store is read-only) and log it to W&B as one report run (results table, PNGs, the degradation
+    curve as W&B line plots, the effect numbers in its summary); its offline W&B run goes under the store, or
+    beside the report when the store is read-only.
 
     Returns file name -> path (results.md, effect.json, results.parquet, the PNGs) and prints the effect
     sentence to the terminal.
@@ -82,15 +97,16 @@ def make_report(spec, console: Console | None = None) -> dict[str, Path]:
     from mixsweep.report.build import made_with
 
     results, histories, store, _ = spec_results(spec)
-    out = store.root / "reports" / spec.name
+    console = console or Console()
+    out = report_folder(spec, store, out, console)
     paths = write_report(results, histories, out, title=f"mixsweep report: {spec.name}")
     entries = effect(results)
     sentence = effect_sentence(entries)
-    console = console or Console()
     console.print(sentence, markup=False, highlight=False, soft_wrap=True)
     for line in made_with(results):
         console.print(f"made with: {line}", markup=False, highlight=False, soft_wrap=True)
-    tracker = tracking.Tracker(**spec.wandb.model_dump(mode="json"), root=store.root)
+    tracker = tracking.Tracker(**spec.wandb.model_dump(mode="json"),
+                               root=store.root if out.is_relative_to(store.root) else out)
     tracking.log_report(tracker, group=spec.name, table=results,
                         plots=[p for p in paths.values() if Path(p).suffix == ".png"],
                         effects=entries, sentence=sentence, curves=report_curves(results))

@@ -24,10 +24,10 @@ from ray.tune.search import Searcher
 from rich.console import Console
 
 from mixsweep.envvars import environ
-from mixsweep.errors import MixsweepError
+from mixsweep.errors import Diverged, MixsweepError
 from mixsweep.sweep.plan import build_grid_pack, build_plan, refresh_statuses, write_plan_inputs, write_spec_data
-from mixsweep.sweep.stages import Plan
-from mixsweep.sweep.store import Store
+from mixsweep.sweep.stages import Plan, divergence
+from mixsweep.sweep.store import STOPPED, Store
 
 console = Console(highlight=False)
 WORKER_GROUP_START_TIMEOUT_S = 1800  # how long a TorchTrainer stage waits for its workers' nodes
@@ -107,9 +107,13 @@ def run_stage(config: dict) -> dict:
             os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(WORKER_GROUP_START_TIMEOUT_S))
             result = run_with_ray(job, source=f"stage {key}", callbacks=[TuneReportCallback()], check=False)
         metrics = _final_metrics(result)
+        diverged = divergence(row["kind"], metrics)
+        if diverged:
+            raise Diverged(diverged)
     except Exception as e:  # recorded once with its key; the sweep goes on with the other stages
         message = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:500]
-        store.record_failure(key, {**row, "trial_id": ray.tune.get_context().get_trial_id()}, message)
+        status = "diverged" if isinstance(e, Diverged) else "failed"
+        store.record_failure(key, {**row, "trial_id": ray.tune.get_context().get_trial_id()}, message, status)
         (store.stage_dir(key) / "traceback.txt").write_text(traceback.format_exc())
         if not getattr(e, "wandb_logged", False):  # else the stage's live run already ended as failed
             tracking.log_failure(tracker, key=key, name=config["name"], group=config["group"],
@@ -117,7 +121,7 @@ def run_stage(config: dict) -> dict:
         _push(store, key)
         if in_trial and not isinstance(e, MixsweepError):
             raise  # Tune retries the trial; a later success replaces failed.json with result.json
-        ray.tune.report({"key": key, "status": "failed", "error": message})
+        ray.tune.report({"key": key, "status": status, "error": message})
         return
     placement = {"trial_node": ray.get_runtime_context().get_node_id(),
                  "worker_nodes": ",".join(sorted({w["node_id"] for w in result.placement()}))}
@@ -230,7 +234,7 @@ class StageSearcher(Searcher):
 
 def _failed(result: dict | None) -> bool:
     """A trial that recorded its stage's failure ends normally (so Tune does not retry it), with this result."""
-    return bool(result) and result.get("status") == "failed"
+    return bool(result) and result.get("status") in STOPPED
 
 
 class StageProgress(Callback):
@@ -259,7 +263,7 @@ class StageProgress(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running, self.failed = self.running - 1, self.failed + 1
-        self._line("FAILED", trial)
+        self._line("DIVERGED" if (trial.last_result or {}).get("status") == "diverged" else "FAILED", trial)
         key = trial.config.get("key")
         if self.store is None or key is None:
             return
@@ -347,32 +351,43 @@ def stage_limits(spec, cluster_config=None):
 
 
 def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bool = False,
-              cluster_config: Path | str | None = None) -> Plan:
+              cluster_config: Path | str | None = None, wait: bool = False) -> Plan:
     """Run every pending stage of the spec; returns the plan with statuses after the run.
 
+    One driver trains into a store at a time (`Store.driver_lock`): a second refuses, or with `wait` waits.
     `cluster_config`: the autoscaler's config (a `ray up` YAML), when the driver cannot find it itself
     (mixsweep.train.cluster)."""
+    store = Store(spec.storage, spec.mirror)
+    with store.driver_lock(wait=wait, on_wait=lambda line: console.print(f"{spec.name}: {line}")):
+        return _run_locked(spec, store, address, retry_failed, cluster_config)
+
+
+def _run_locked(spec, store: Store, address, retry_failed: bool, cluster_config) -> Plan:
     from ray import tune
 
     from mixsweep.train.cluster import cluster_shape, ensure_ray
     from mixsweep.train.launch import runs_in_trial
 
-    store = Store(spec.storage, spec.mirror)
-    store.check_writable()
+    store.set_aside_unreadable()
     pulled = store.pull()
     if pulled:
         console.print(f"{spec.name}: {len(pulled)} finished stages copied back from the mirror {spec.mirror}")
     write_spec_data(spec, store)
     plan = build_plan(spec, store)
     write_plan_inputs(plan, store)
-    pending = [s for s in plan.stages if s.status == "pending" or (retry_failed and s.status == "failed")]
+    _reopen_unusable_parents(plan, store)
+    stopped = ("failed", "diverged")
+    pending = [s for s in plan.stages if s.status == "pending" or (retry_failed and s.status in stopped)]
     done = {s.key for s in plan.stages if s.status == "done"}
-    skipped = {s.key for s in plan.stages if s.status == "failed" and not retry_failed}
+    skipped = {s.key for s in plan.stages if s.status in stopped and not retry_failed}
     # A fine-tune whose parent failed earlier can never start: leave it out, or Tune would wait for it forever.
     blocked = [s for s in pending if s.parent in skipped]
     pending = [s for s in pending if s.parent not in skipped]
+    n_diverged = sum(s.key in skipped and s.status == "diverged" for s in plan.stages)
     console.print(f"{spec.name}: {len(plan.stages)} stages, {len(done)} done, {len(pending)} to run"
-                  + (f", {len(skipped)} failed earlier (rerun them with --retry-failed)" if skipped else "")
+                  + (f", {len(skipped) - n_diverged} failed earlier" if len(skipped) > n_diverged else "")
+                  + (f", {n_diverged} diverged earlier" if n_diverged else "")
+                  + (" (rerun them with --retry-failed)" if skipped else "")
                   + (f", {len(blocked)} waiting on a failed pre-training" if blocked else ""))
     if not pending:
         _write_results(store)
@@ -425,12 +440,28 @@ def run_sweep(spec, spec_path: str, address: str | None = None, retry_failed: bo
         tuner.fit()
     _write_results(store)
     counts = refresh_statuses(plan, store).counts()
-    console.print(f"{spec.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending; "
+    console.print(f"{spec.name}: {counts['done']} done, {counts['failed']} failed, {counts['diverged']} diverged, "
+                  f"{counts['pending']} pending; "
                   f"results in {store.root / 'results.parquet'}")
     line = overhead_line(store, [c["key"] for c in configs])
     if line:
         console.print(f"{spec.name}: {line}")
     return plan
+
+
+def _reopen_unusable_parents(plan: Plan, store: Store) -> None:
+    """A done pre-training whose checkpoint its pending (or failed) fine-tunes cannot use (torn, missing,
+    changed) runs again, and those fine-tunes with it."""
+    children: dict[str, list[str]] = {}
+    for s in plan.stages:
+        if s.parent is not None and s.status != "done":
+            children.setdefault(s.parent, []).append(s.key)
+    by_key = plan.by_key()
+    for key, waiting in children.items():
+        if key in by_key and by_key[key].status == "done" and (problem := store.checkpoint_problem(key)):
+            store.reopen(key, problem, waiting)
+    if children:
+        refresh_statuses(plan, store)
 
 
 def _describe(shape) -> str:

@@ -3,6 +3,7 @@ and its names on the terminal and in W&B. `mixsweep.sweep.plan` makes them; `mix
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,15 @@ SECONDS_PER_IMAGE = {"pretrain": 1 / 3460, "mae": 1 / 2559, "supervised_mae": 1 
                      "resnet18": 1 / (4646 * 2.2)}  # ResNet-18: 1.8 vs 4.1 GFLOP forward at 224 px
 PRESET_COST = {"base": 1.0, "small": 0.27, "tiny": 0.0011}  # FLOPs per image relative to base (benchmark)
 BASELINE_METHODS = {"supervised_mae": "scratch", "resnet50": "resnet50", "resnet18": "resnet18"}
+# What a finished stage must have finite: a NaN or an infinity there means its weights went non-finite.
+ENDPOINTS = {"pretrain": ("train_loss",), "finetune": ("train_loss", "test_loss", "test_iou_binary")}
+
+
+def divergence(kind: str, metrics: dict) -> str:
+    """'' when the stage's endpoint metrics are finite, else the one line saying which are not."""
+    bad = [f"{name} is {metrics[name]}" for name in ENDPOINTS[kind]
+           if isinstance(metrics.get(name), (int, float)) and not math.isfinite(metrics[name])]
+    return f"{', '.join(bad)} after the last epoch: the stage diverged" if bad else ""
 
 
 @dataclass
@@ -31,7 +41,7 @@ class Stage:
     job: PretrainJob | FinetuneJob | None = field(default=None, repr=False)  # set once, by the plan
     epoch_images: int | None = None  # images trained per epoch when not n_images (fixed_steps fine-tunes)
     schedule: str = ""  # a fine-tune's recipe.schedule: what one of its "epochs" means
-    status: str = "pending"  # done | failed | pending
+    status: str = "pending"  # done | failed | diverged | pending
     error: str = ""
 
     @property
@@ -115,7 +125,7 @@ class Plan:
         return {s.key: s for s in self.stages}
 
     def counts(self) -> dict[str, int]:
-        out = {"done": 0, "failed": 0, "pending": 0}
+        out = {"done": 0, "failed": 0, "diverged": 0, "pending": 0}
         for s in self.stages:
             out[s.status] += 1
         return out

@@ -2,14 +2,19 @@
 
 Layout under the spec's `storage`:
     stages/<key>/result.json      final metrics + grid values; written last and atomically: it IS "done"
-    stages/<key>/failed.json      a deterministic failure, with its error (retried only when asked)
+    stages/<key>/failed.json      a deterministic failure or a divergence, with its error (retried only when asked)
     stages/<key>/metrics.jsonl    per-epoch history
     stages/<key>/pictures/*.png   reconstructions / segmentations
     stages/<key>/checkpoint/      pre-training only: the weights every child fine-tune starts from
     mixtures/<key>.parquet        the exact images of a pre-training stage
     train/<key>/                  Ray Train's run folder (checkpoints to resume an interrupted stage)
     results.parquet               one row per key, rebuilt from stages/*/result.json
+    driver.lock                   held (flock) by the one `mixsweep run` that trains into this store
 The store is shared between sweeps: a stage is known by its content key, not by the sweep that ran it.
+
+A result file that cannot be read (a torn copy, a disk error, a hand edit), or whose key is not its folder's,
+counts as not done: readers warn and skip it; `mixsweep run` moves it aside (result.json.corrupt) and trains
+the stage again. Nothing here ever modifies a readable result.
 
 A mirror (a URI such as s3://bucket/prefix, or a path) gets a copy of every stage folder as it finishes,
 of each W&B offline run, and of results.parquet. A store that lost its disk pulls finished stages back
@@ -18,23 +23,68 @@ from it before planning, so none of them runs again; `mixsweep sync` pulls the o
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
+import hashlib
 import json
+import os
 import shutil
+import socket
+import sys
+import time
+import warnings
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pandas as pd
 import pyarrow as pa
 
 from mixsweep.errors import MixsweepError
-from mixsweep.files import atomic_path, check_writable, copy_atomic, write_text_atomic
+from mixsweep.files import atomic_path, check_writable, copy_atomic, read_jsonl, write_text_atomic
 from mixsweep.tables import write_table
 
 RESULT = "result.json"
 FAILED = "failed.json"
+CORRUPT = ".corrupt"  # suffix of a result file moved aside because it could not be read
+STOPPED = ("failed", "diverged")
+LOCK = "driver.lock"  # statuses of failed.json: not done, not retried unless asked
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def _describe_holder(path: Path) -> str:
+    """'`mixsweep run paper.yaml` (pid 123 on host-a, since 2026-12-05T10:00:00+00:00)' from a lock file."""
+    try:
+        h = json.loads(path.read_text())
+        return f"`{h['command']}` (pid {h['pid']} on {h['host']}, since {h['started_at']})"
+    except (OSError, ValueError, KeyError, TypeError):  # the holder is between taking the lock and writing it
+        return "another mixsweep run"
+
+
+def record_problem(path: Path, key: str) -> str | None:
+    """Why a stage's result.json / failed.json cannot be trusted, or None (also when there is none)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:  # ValueError covers JSON and UTF-8 errors
+        return f"unreadable ({e})"
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("key") != key:
+        return f"its key {str(record.get('key'))[:40]!r} is not its folder's"
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
 
 
 class Store:
@@ -44,6 +94,52 @@ class Store:
 
     def check_writable(self) -> None:
         check_writable(self.root, "storage")
+
+    def writable(self) -> bool:
+        """Whether files can be written here (a read-only mount, another user's copy: no)."""
+        try:
+            check_writable(self.root, "storage")
+        except MixsweepError:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def driver_lock(self, wait: bool = False, poll_s: float = 2.0,
+                    on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold driver.lock while training into this store: a second `mixsweep run` refuses in one line naming
+        the holder, or with `wait` waits for it. The kernel drops the lock when its holder dies (an NFS server
+        when the client's lease ends), so a dead driver's lock is taken over with nothing to clean up; the
+        holder written in the file is only there to be named."""
+        self.check_writable()
+        path = self.root / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            told = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    holder = _describe_holder(path)
+                    if not wait:
+                        raise MixsweepError(f"{self.root}: in use by {holder}; wait for it to end (mixsweep run "
+                                            "--wait), or give this spec another storage") from None
+                    if not told and on_wait is not None:
+                        on_wait(f"{self.root} is in use by {holder}; waiting for it to end")
+                        told = True
+                    time.sleep(poll_s)
+            holder = {"host": socket.gethostname(), "pid": os.getpid(),
+                      "started_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                      "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+            os.fsync(fd)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # releases the flock
 
     def stage_dir(self, key: str) -> Path:
         return self.root / "stages" / key
@@ -58,21 +154,74 @@ class Store:
         return self.stage_dir(key) / "checkpoint" / "state.pt"
 
     def is_done(self, key: str) -> bool:
-        return (self.stage_dir(key) / RESULT).is_file()
+        return self.result(key) is not None
 
     def result(self, key: str) -> dict | None:
-        path = self.stage_dir(key) / RESULT
-        return json.loads(path.read_text()) if path.is_file() else None
+        """The stage's result.json; None when there is none or it is unreadable (with a warning)."""
+        return self._record(key, RESULT)
 
     def failure(self, key: str) -> dict | None:
-        path = self.stage_dir(key) / FAILED
-        return json.loads(path.read_text()) if path.is_file() else None
+        return self._record(key, FAILED)
+
+    def _record(self, key: str, name: str) -> dict | None:
+        path = self.stage_dir(key) / name
+        problem = record_problem(path, key)
+        if problem is None:
+            return json.loads(path.read_bytes()) if path.is_file() else None
+        warnings.warn(f"{path}: {problem}; the stage counts as not done (`mixsweep run` moves the file aside "
+                      f"as {name}{CORRUPT} and trains it again)", stacklevel=3)
+        return None
+
+    def set_aside_unreadable(self) -> list[Path]:
+        """`run` only: move every unreadable result.json / failed.json aside (name + .corrupt, kept for a look),
+        so its stage is planned as pending. Returns the files moved."""
+        moved = []
+        stages = self.root / "stages"
+        for folder in sorted(stages.iterdir()) if stages.is_dir() else []:
+            for name in (RESULT, FAILED):
+                path = folder / name
+                problem = record_problem(path, folder.name)
+                if problem is not None:
+                    path.replace(path.with_name(name + CORRUPT))
+                    warnings.warn(f"{path}: {problem}; moved aside as {name}{CORRUPT}, the stage runs again",
+                                  stacklevel=2)
+                    moved.append(path)
+        return moved
+
+    def checkpoint_problem(self, key: str) -> str | None:
+        """Why a done pre-training's checkpoint cannot be trusted (missing, or not the bytes result.json
+        recorded), or None. Results from before the digest was recorded are checked by loading."""
+        path, result = self.checkpoint(key), self.result(key) or {}
+        if not path.is_file():
+            return f"{path}: missing"
+        if result.get("checkpoint_sha256"):
+            size = path.stat().st_size
+            if size != result.get("checkpoint_bytes", size) or file_sha256(path) != result["checkpoint_sha256"]:
+                return f"{path}: not the file result.json recorded ({size} bytes, sha256 differs)"
+            return None
+        from mixsweep.checkpoint import read_checkpoint
+
+        try:
+            read_checkpoint(path)
+        except Exception as e:  # any reason it cannot be read is a reason to train it again
+            return f"{path}: unreadable ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
+        return None
+
+    def reopen(self, key: str, why: str, children: list[str] = ()) -> None:
+        """`run` only: a done stage whose output cannot be used any more becomes pending again. Its result.json
+        is kept beside as result.json.corrupt; `children` that failed (on its output) lose their failed.json
+        (kept as failed.json.old) and run again after it."""
+        path = self.stage_dir(key) / RESULT
+        if path.is_file():
+            path.replace(path.with_name(RESULT + CORRUPT))
+        for child in children:
+            failed = self.stage_dir(child) / FAILED
+            if (self.failure(child) or {}).get("status") == "failed":
+                failed.replace(failed.with_name(FAILED + ".old"))
+        warnings.warn(f"stage {key}: {why}; it runs again", stacklevel=2)
 
     def history(self, key: str) -> list[dict]:
-        path = self.stage_dir(key) / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.stage_dir(key) / "metrics.jsonl")
 
     def pictures(self, key: str) -> list[Path]:
         return sorted((self.stage_dir(key) / "pictures").glob("*.png"))
@@ -85,26 +234,30 @@ class Store:
             shutil.copy2(run_dir / "metrics.jsonl", folder / "metrics.jsonl")
         if (run_dir / "pictures").is_dir():
             shutil.copytree(run_dir / "pictures", folder / "pictures", dirs_exist_ok=True)
+        row = {**row, "status": "done", "error": ""}
         if checkpoint is not None:
             copy_atomic(Path(checkpoint) / "state.pt" if Path(checkpoint).is_dir() else checkpoint, self.checkpoint(key))
+            # What a child checks before it starts from this checkpoint: a torn copy is caught, not trained on.
+            row["checkpoint_bytes"] = self.checkpoint(key).stat().st_size
+            row["checkpoint_sha256"] = file_sha256(self.checkpoint(key))
         (folder / FAILED).unlink(missing_ok=True)
-        row = {**row, "status": "done", "error": ""}
         _write_json_atomic(folder / RESULT, row)
         return row
 
-    def record_failure(self, key: str, row: dict, error: str) -> None:
+    def record_failure(self, key: str, row: dict, error: str, status: str = "failed") -> None:
+        """failed.json: `status` failed (an error) or diverged (training went non-finite)."""
+        assert status in STOPPED, status
         folder = self.stage_dir(key)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(folder / FAILED, {**row, "status": "failed", "error": error})
+        _write_json_atomic(folder / FAILED, {**row, "status": status, "error": error})
 
     def rows(self) -> list[dict]:
         out = []
         stages = self.root / "stages"
         for folder in sorted(stages.iterdir()) if stages.is_dir() else []:
-            for name in (RESULT, FAILED):
-                if (folder / name).is_file():
-                    out.append(json.loads((folder / name).read_text()))
-                    break
+            record = self.result(folder.name) or self.failure(folder.name)
+            if record is not None:
+                out.append(record)
         return out
 
     def results_frame(self, keys: list[str] | None = None) -> pd.DataFrame:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixsweep.errors import Diverged
 from mixsweep.train.config import FinetuneJob, PretrainJob, ScalingSettings
 from mixsweep.train.loop import World, latest_local_checkpoint, local_world
 from mixsweep.train.placement import clear_loop_timing, read_loop_timing, read_placement, write_loop_timing
@@ -139,9 +140,13 @@ def train_loop_per_worker(config: dict) -> None:
     job = parse_job(config["job"], config["source"])
     world = ray_world(Path(config["run_dir"]), job.run.device, config["storage"], job.run.name)
     started = time.time()
-    run_job_in_world(job, config["pack"], world)
+    diverged = ""
+    try:
+        run_job_in_world(job, config["pack"], world)
+    except Diverged as e:  # every rank sees the same reduced loss; Ray Train must not retry a deterministic end
+        diverged = str(e)
     if world.is_main:
-        write_loop_timing(world.run_dir, world.loop_seconds, started, time.time())
+        write_loop_timing(world.run_dir, world.loop_seconds, started, time.time(), diverged)
 
 
 def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", address: str | None = None,
@@ -184,6 +189,8 @@ def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", addre
     )
     result = trainer.fit()
     timing = read_loop_timing(run_dir)
+    if timing.get("diverged"):
+        raise Diverged(timing["diverged"])
     return JobResult(metrics=dict(result.metrics or {}),
                      checkpoint=result.checkpoint.path if result.checkpoint else None, run_dir=run_dir,
                      loop_s=timing.get("loop_s"), started_at=timing.get("started_at"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import tempfile
 import time
@@ -27,8 +28,8 @@ import torch.distributed as dist
 from torch import nn
 
 from mixsweep.checkpoint import STATE_FILE, read_checkpoint
-from mixsweep.errors import MixsweepError
-from mixsweep.files import atomic_path, copy_atomic, write_text_atomic
+from mixsweep.errors import Diverged, MixsweepError
+from mixsweep.files import atomic_path, copy_atomic, read_jsonl, write_text_atomic
 
 META_FILE = "meta.json"
 
@@ -216,10 +217,16 @@ def fit(task: Task, world: World, seed: int, checkpoint_every: int = 1, pictures
         totals = all_reduce_sum(totals).cpu()  # the epoch's one host sync
         seconds = time.perf_counter() - t0
         final = epoch == task.epochs - 1
+        train_loss = float(totals[0] / max(totals[1], 1))
+        if not math.isfinite(train_loss):
+            # Checked at the epoch's one host sync (a check per step would stall the GPU): nothing of this epoch
+            # is reported or checkpointed, so a resume could never start from diverged weights.
+            raise Diverged(f"train_loss is {train_loss} in epoch {epoch} (by optimizer step {step}): the stage "
+                           "diverged")
         metrics = {
             "epoch": epoch,
             "step": step,
-            "train_loss": float(totals[0] / max(totals[1], 1)),
+            "train_loss": train_loss,
             "lr": max(g["lr"] for g in optimizer.param_groups),
             "img_per_s": float(totals[1]) / max(seconds, 1e-9),
             "epoch_seconds": seconds,
@@ -257,10 +264,8 @@ def append_metrics(run_dir: Path, metrics: dict) -> None:
 
 
 def read_metrics(run_dir: Path | str) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The run's logged epochs; a torn last line (a kill mid-append) is dropped with a warning."""
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
 
 def truncate_metrics(run_dir: Path, resume_from: Path | None) -> None:
