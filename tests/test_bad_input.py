@@ -110,7 +110,8 @@ def test_unreachable_cluster_address_loses_nothing(tmp_path):
     path = spec_file(tmp_path)
     store = Store(tmp_path / "store")
     stage = build_plan(load_spec(path), store).stages[0]
-    store.record_result(stage.key, {**stage.row(), "val_loss": 0.5}, tmp_path, None)
+    (tmp_path / "state.pt").write_bytes(b"weights")  # a done pre-training has its checkpoint (else run reruns it)
+    store.record_result(stage.key, {**stage.row(), "val_loss": 0.5}, tmp_path, tmp_path / "state.pt")
     before = (store.stage_dir(stage.key) / "result.json").read_bytes()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -22,11 +22,13 @@ import contextlib
 import io
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
+from mixsweep.data.imread import link_escape, name_problem
 from mixsweep.errors import MixsweepError
 from mixsweep.tables import read_table
 
@@ -78,7 +80,12 @@ def load_coco(annotations: Path | str):
     except json.JSONDecodeError as e:
         raise MixsweepError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
-        raise MixsweepError(f"{path}: not a UTF-8 JSON file ({e.reason})") from None
+        raise MixsweepError(f"{path}: not a UTF-8 JSON file ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise MixsweepError(f"{path}: JSON nested too deeply to read (a COCO instances file is 4 levels "
+                            f"deep)") from None
+    except ValueError as e:  # a number longer than Python's int conversion limit
+        raise MixsweepError(f"{path}: unreadable JSON ({str(e).split(';')[0]})") from None
     _check_instances(path, dataset)
     coco = COCO()
     coco.dataset = dataset
@@ -105,13 +112,83 @@ def _check_instances(path: Path, dataset) -> None:
             missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
             if missing:
                 raise MixsweepError(f"{path}: {key}[{i}] lacks {', '.join(repr(m) for m in missing)}")
-    image_ids = {im["id"] for im in dataset["images"]}
-    cat_ids = {c["id"] for c in dataset["categories"]}
+    image_ids = _check_images(path, dataset["images"])
+    cat_ids = _check_categories(path, dataset["categories"])
     for i, ann in enumerate(dataset["annotations"]):
-        if ann["image_id"] not in image_ids:
-            raise MixsweepError(f"{path}: annotations[{i}] refers to unknown image_id {ann['image_id']}")
-        if ann["category_id"] not in cat_ids:
-            raise MixsweepError(f"{path}: annotations[{i}] refers to unknown category_id {ann['category_id']}")
+        # Type first: `True in {1}` and `1.0 in {1}` hold, and a list or object is not hashable.
+        if not (type(ann["image_id"]) is int and ann["image_id"] in image_ids):
+            raise MixsweepError(f"{path}: annotations[{i}] refers to unknown image_id {_show(ann['image_id'])}")
+        if not (type(ann["category_id"]) is int and ann["category_id"] in cat_ids):
+            raise MixsweepError(f"{path}: annotations[{i}] refers to unknown category_id "
+                                f"{_show(ann['category_id'])}")
+
+
+# The index columns the values land in: image_id int64; category_ids, width and height int32.
+_INT32_MAX = 2**31 - 1
+
+
+def _is_int(value, bits: int = 64) -> bool:
+    """A JSON integer that fits a signed `bits`-bit column (JSON true is no integer here)."""
+    return type(value) is int and -(2 ** (bits - 1)) <= value < 2 ** (bits - 1)
+
+
+def _show(value) -> str:
+    """A JSON value as the file spells it: one line, ASCII, short."""
+    if isinstance(value, (dict, list)):
+        return "{...}" if isinstance(value, dict) else "[...]"
+    text = json.dumps(value)  # escapes surrogates and control characters
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_images(path: Path, images: list[dict]) -> set[int]:
+    """Every image record's id, file_name, width and height, checked once; returns the image ids."""
+    for i, im in enumerate(images):
+        image_id = im["id"]
+        if not _is_int(image_id):
+            raise MixsweepError(f"{path}: images[{i}]: id {_show(image_id)} is not a 64-bit integer")
+        where = f"{path}: images[{i}] (id {image_id})"
+        problem = name_problem(im["file_name"])
+        if problem:
+            raise MixsweepError(f"{where}: file_name {_show(im['file_name'])} {problem}; it must be a path "
+                                f"relative to the image folder")
+        for key in ("width", "height"):
+            v = im[key]
+            # 640.0 is a whole number of pixels; 64.5, NaN, 1e12, -5, "64" and true are not.
+            whole = _is_int(v) or (isinstance(v, float) and v.is_integer())
+            if not (whole and 1 <= v <= _INT32_MAX):
+                raise MixsweepError(f"{where}: {key} {_show(v)} is not a whole number of pixels in 1..{_INT32_MAX}")
+    return _check_unique(path, "images", images, lambda im: _show(im["file_name"]),
+                         "each image needs its own id, or one record replaces the other and inherits its annotations")
+
+
+def _check_categories(path: Path, categories: list[dict]) -> set[int]:
+    """Every category's id, name and supercategory; returns the category ids."""
+    for i, cat in enumerate(categories):
+        if not _is_int(cat["id"], 32):
+            raise MixsweepError(f"{path}: categories[{i}]: id {_show(cat['id'])} is not a 32-bit integer")
+        for key in ("name", "supercategory"):
+            if not isinstance(cat[key], str):
+                raise MixsweepError(f"{path}: categories[{i}] (id {cat['id']}): {key} {_show(cat[key])} is not "
+                                    f"a string")
+    return _check_unique(path, "categories", categories,
+                         lambda c: f"{_show(c['name'])} in {_show(c['supercategory'])}",
+                         "each category needs its own id, or one declaration relabels every annotation of the other")
+
+
+def _check_unique(path: Path, key: str, records: list[dict], label: Callable[[dict], str], why: str) -> set[int]:
+    """The records' ids, which must differ; a clash names the first few ids and the records sharing each."""
+    counts = Counter(r["id"] for r in records)
+    dups = sorted(i for i, n in counts.items() if n > 1)
+    if dups:
+        by_id: dict[int, list[str]] = {}
+        for r in records:
+            if counts[r["id"]] > 1:
+                by_id.setdefault(r["id"], []).append(label(r))
+        shown = ", ".join(f"{i} ({', '.join(by_id[i][:3])}{', ...' if len(by_id[i]) > 3 else ''})" for i in dups[:3])
+        what = (f"id {shown} is used more than once" if len(dups) == 1 else
+                f"{len(dups)} ids are used more than once: {shown}{', ...' if len(dups) > 3 else ''}")
+        raise MixsweepError(f"{path}: {key}: {what}; {why}")
+    return set(counts)
 
 
 def animal_categories(coco) -> dict[int, str]:
@@ -160,9 +237,15 @@ def build_coco_index(
     missing: list[Path] = []
     for image_id in sorted(coco.imgs):
         info = coco.imgs[image_id]
-        if images_dir is not None and not (images_dir / info["file_name"]).is_file():
-            missing.append(images_dir / info["file_name"])
-            continue
+        if images_dir is not None:
+            target = link_escape(images_dir, info["file_name"])
+            if target is not None:
+                raise MixsweepError(f"{images_dir / info['file_name']}: image {image_id}'s file_name leads outside "
+                                    f"{images_dir} through a symlink (to {target!r}); pass the folder the links "
+                                    f"lead into as --images")
+            if not (images_dir / info["file_name"]).is_file():
+                missing.append(images_dir / info["file_name"])
+                continue
         anns = coco.imgToAnns.get(image_id, [])
         cats = sorted(a["category_id"] for a in anns)
         is_animal, is_non_animal = classify(cats, animal_ids, rule, unlabelled_as_non_animal)
@@ -170,7 +253,7 @@ def build_coco_index(
         per_category.update(animal_kinds)
         n_multi += len(animal_kinds) >= 2
         rows["image_id"].append(int(image_id))
-        rows["file_name"].append(str(info["file_name"]))
+        rows["file_name"].append(info["file_name"])
         rows["width"].append(int(info["width"]))
         rows["height"].append(int(info["height"]))
         rows["category_ids"].append(sorted(set(cats)))

@@ -7,6 +7,8 @@ an epoch only ever sees clean RGB uint8 arrays.
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 Image.MAX_IMAGE_PIXELS = 100_000_000
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ImageReadError(Exception):
@@ -31,6 +34,43 @@ class ImageReadError(Exception):
 def is_image_file(path: Path) -> bool:
     """True for real image files; skips macOS `._*` resource forks, `.mat` files and hidden files."""
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` (from an annotation file) cannot name a file under a data folder, or None if it can.
+
+    The one rule for names that become paths: a non-empty relative path without `..` parts, so it stays
+    under its folder; UTF-8 without lone surrogates, so Parquet and the file system can store it; no control
+    characters, so every message naming it stays on one line.
+    """
+    if not isinstance(name, str):
+        return "is not a string"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if _CONTROL.search(name):
+        return "holds a control character"
+    if name.startswith("/"):
+        return "is an absolute path"
+    parts = name.split("/")
+    if all(p in ("", ".") for p in parts):
+        return "names no file"
+    if ".." in parts:
+        return "climbs out with '..'"
+    return None
+
+
+def link_escape(folder: Path, name: str) -> str | None:
+    """Where folder/name really is when a symlink on the way leads outside `folder`, else None.
+
+    A plain file directly in the folder costs one lstat; only links and nested names are resolved.
+    """
+    path = folder / name
+    if "/" not in name and not path.is_symlink():
+        return None
+    real, inside = os.path.realpath(path), os.path.realpath(folder)
+    return None if os.path.commonpath([real, inside]) == inside else real
 
 
 def _open(path: Path) -> Image.Image:

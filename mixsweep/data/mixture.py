@@ -234,6 +234,7 @@ def mixture_pack_items(mixtures: list[pa.Table], images_dir, val_images_dir=None
     """
     from pathlib import Path
 
+    from mixsweep.data.imread import name_problem
     from mixsweep.data.packed import PackItem
 
     folders = {"train": Path(images_dir), "val": Path(val_images_dir or images_dir)}
@@ -244,6 +245,10 @@ def mixture_pack_items(mixtures: list[pa.Table], images_dir, val_images_dir=None
     for table in mixtures:
         for i, name, split in zip(table.column("image_id").to_pylist(), table.column("file_name").to_pylist(),
                                   table.column("split").to_pylist()):
+            # Indexed names are checked, but a store may hold an index from before that check.
+            if problem := name_problem(name):
+                raise MixsweepError(f"mixture: image_id {i}: file_name {name!r} {problem}; rebuild the index "
+                                    f"with `mixsweep data coco-index`")
             path = folders[split] / name
             if files.setdefault(i, path) != path:  # one pack row per id: two files for it would be one lost
                 raise MixsweepError(f"image_id {i} names two files, {files[i]} and {path}: mixtures from "

@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mixsweep.data.imread import ImageReadError, is_image_file, read_label_png, read_rgb_image
+from mixsweep.data.imread import (ImageReadError, is_image_file, link_escape, name_problem, read_label_png,
+                                  read_rgb_image)
 from mixsweep.data.mixture import check_fraction, hash_rank, round_half_up
 from mixsweep.errors import MixsweepError
 from mixsweep.tables import read_table, table_metadata
@@ -97,6 +98,10 @@ def parse_list(path: Path) -> list[PetEntry]:
             raise MixsweepError(f"{path}:{lineno}: expected '{' '.join(LIST_FIELDS)}' ({len(LIST_FIELDS)} fields), "
                                 f"got {len(parts)}: {line[:60]!r}")
         name = parts[0]
+        problem = name_problem(name)
+        if problem:  # the name becomes images/<name>.jpg and annotations/trimaps/<name>.png
+            raise MixsweepError(f"{path}:{lineno}: image name {name!r} {problem}; it must name a file under "
+                                f"images/ and annotations/trimaps/")
         values = {}
         for i, (field, text) in enumerate(zip(LIST_FIELDS[1:], parts[1:]), 2):
             ok = text.isascii() and text.isdigit() and int(text) > 0
@@ -112,6 +117,16 @@ def parse_list(path: Path) -> list[PetEntry]:
         species = "cat" if values["SPECIES"] == 1 else "dog"
         entries.append(PetEntry(name, values["CLASS-ID"], species, values["BREED-ID"]))
     return entries
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The image files in `folder`; their names go into the manifest, so each must be UTF-8."""
+    files = [p for p in folder.iterdir() if is_image_file(p)]
+    for p in files:
+        problem = name_problem(p.name)  # a non-UTF-8 name arrives as a lone surrogate: Parquet cannot store it
+        if problem:
+            raise MixsweepError(f"{folder}: file name {os.fsencode(p.name)!r} {problem}; rename or remove it")
+    return files
 
 
 def _inspect(args: tuple[str, str]) -> tuple[int, int, str, str, str]:
@@ -210,9 +225,13 @@ def build_pets_manifest(
     rows: list[dict] = []
     missing: list[str] = []
     for e in entries:
-        image = root / "images" / f"{e.name}.jpg"
-        trimap = ann / "trimaps" / f"{e.name}.png"
-        for p, what in ((image, "image"), (trimap, "trimap")):
+        for folder, file, what in ((root / "images", f"{e.name}.jpg", "image"),
+                                   (ann / "trimaps", f"{e.name}.png", "trimap")):
+            p = folder / file
+            target = link_escape(folder, file)
+            if target is not None:
+                raise MixsweepError(f"{p}: the {what} of {e.name} leads outside {folder} through a symlink "
+                                    f"(to {target!r})")
             if not p.is_file():
                 missing.append(f"{p}: {what} file missing (listed in {ann / 'list.txt'})")
         rows.append(dict(name=e.name, breed=e.breed, class_id=e.class_id, species=e.species, breed_id=e.breed_id,
@@ -223,7 +242,7 @@ def build_pets_manifest(
         raise MixsweepError(missing[0] + more)
 
     listed = {e.name for e in entries}
-    unlisted = sorted(p.stem for p in (root / "images").iterdir() if is_image_file(p) and p.stem not in listed)
+    unlisted = sorted(p.stem for p in _image_files(root / "images") if p.stem not in listed)
 
     results = _inspect_all([(str(root / r["image_path"]), str(root / r["trimap_path"])) for r in rows], workers)
     for r, (w, h, issue, quirks, culprit) in zip(rows, results):
@@ -361,6 +380,11 @@ def pets_pack_items(manifest: pa.Table, root: Path | str | None = None) -> list:
     if not root.is_dir():
         raise MixsweepError(f"{root}: Pet root of the manifest not found (pass the root explicitly)")
     usable = manifest.filter(pc.equal(manifest.column("usable"), True))
-    return [PackItem(n, str(root / i), str(root / t)) for n, i, t in
-            zip(usable.column("name").to_pylist(), usable.column("image_path").to_pylist(),
-                usable.column("trimap_path").to_pylist())]
+    names, images, trimaps = (usable.column(c).to_pylist() for c in ("name", "image_path", "trimap_path"))
+    for n, i, t in zip(names, images, trimaps):
+        # Built from checked names, but a store may hold a manifest from before that check.
+        for path in (i, t):
+            if problem := name_problem(path):
+                raise MixsweepError(f"Pets manifest: {n}: path {path!r} {problem}; rebuild it with "
+                                    f"`mixsweep data pets`")
+    return [PackItem(n, str(root / i), str(root / t)) for n, i, t in zip(names, images, trimaps)]
