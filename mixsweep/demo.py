@@ -32,7 +32,7 @@ def demo_spec(world: str = "planted", world_seed: int = 0, spec_path: Path | Non
         from importlib.resources import files
 
         source = files("mixsweep") / "specs" / "demo.yaml"
-        data, where = yaml.safe_load(source.read_text()), "mixsweep/specs/demo.yaml"
+        data, where = read_yaml(Path(str(source)), "spec file"), "mixsweep/specs/demo.yaml"
     else:
         data, where = read_yaml(Path(spec_path), "spec file"), str(spec_path)
     synth = (data.get("data") or {}).get("synth")

@@ -20,7 +20,8 @@ from pydantic_core import PydanticCustomError
 
 from mixsweep.errors import MixsweepError
 from mixsweep.yamlio import read_yaml
-from mixsweep.train.config import ScalingSettings, _Strict, format_validation_error
+from mixsweep.train.config import (FolderName, LocalPath, PathText, ScalingSettings, Seed, StrictInt, _Strict,
+                                   check_seed, format_validation_error)
 from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe
 
 # Fractions are rounded so that ranges and hand-written lists give the same values (and content keys):
@@ -91,10 +92,11 @@ class Grid(_Strict):
 
     animal_fractions: list[float]
     finetune_fractions: list[float] = [1.0]
-    seeds: list[int]
+    # Each seed's range is checked on the whole list (check_seed), so the error names the axis.
+    seeds: list[StrictInt]
     # The baselines' seeds, a subset of `seeds` (None: all of them). A baseline has no animal-fraction axis and
     # enters no effect interval, so a CPU study can afford fewer of its costly runs.
-    baseline_seeds: Optional[list[int]] = None
+    baseline_seeds: Optional[list[StrictInt]] = None
 
     @field_validator("animal_fractions", "finetune_fractions", mode="before")
     @classmethod
@@ -117,9 +119,10 @@ class Grid(_Strict):
     def _seeds(cls, v: list[int]) -> list[int]:
         if not v:
             raise _error("empty_grid", "empty grid: give at least one seed")
-        if any(s < 0 for s in v):
-            raise _error("seed", f"seed {min(v)} is negative")
-        return sorted(set(v))
+        v = sorted(set(v))
+        for seed in v:
+            check_seed(seed)
+        return v
 
     @model_validator(mode="after")
     def _baseline_seeds(self):
@@ -141,7 +144,7 @@ class SynthData(_Strict):
     `<storage>/data/synth-<world>-<scale>-<seed>` on first use."""
 
     scale: Literal["small", "demo", "medium"] = "small"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     world: Literal["planted", "null"] = "planted"  # README, "Two worlds with a known answer"
 
 
@@ -154,11 +157,11 @@ class DataRoots(_Strict):
     `check_paths` (the default) every given root must exist when the spec is loaded."""
 
     synth: Optional[SynthData] = None
-    coco_annotations: Optional[Path] = None  # instances_train2017.json
-    coco_images: Optional[Path] = None  # train2017/
-    coco_val_annotations: Optional[Path] = None  # instances_val2017.json; without it, val is held out of train
-    coco_val_images: Optional[Path] = None
-    pets_root: Optional[Path] = None  # official or torchvision layout
+    coco_annotations: Optional[LocalPath] = None  # instances_train2017.json
+    coco_images: Optional[LocalPath] = None  # train2017/
+    coco_val_annotations: Optional[LocalPath] = None  # instances_val2017.json; without it, val is held out of train
+    coco_val_images: Optional[LocalPath] = None
+    pets_root: Optional[LocalPath] = None  # official or torchvision layout
 
     @model_validator(mode="before")
     @classmethod
@@ -234,7 +237,7 @@ class SweepSpec(_Strict):
     """One sweep: grid × data × model × recipes × resources. Recipe sections override the recipe defaults
     field by field (`pretrain: {epochs: 3}` keeps every other default)."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    name: FolderName = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
     grid: Grid
     baselines: list[Literal["supervised_mae", "resnet50", "resnet18"]] = []
@@ -247,13 +250,13 @@ class SweepSpec(_Strict):
     resources: Resources = Resources()
     # The store: results, mixtures, W&B offline runs, finished checkpoints. A local path (relative to the
     # current directory); on a cluster, a shared mount every node sees (e.g. EFS at /mnt/mixsweep).
-    storage: str = Field("runs/store", min_length=1)
+    storage: PathText = "runs/store"
     # Ray Train's storage_path for in-flight stage checkpoints: a URI (s3://bucket/prefix, gs://...) or a
     # path. None: <storage>/train.
-    train_storage: Optional[str] = None
+    train_storage: Optional[PathText] = None
     # A copy of every finished stage, W&B offline run and results.parquet, pushed as stages finish; a store
     # that lost its disk pulls finished stages back from it. A URI (s3://bucket/prefix, gs://...) or a path.
-    mirror: Optional[str] = None
+    mirror: Optional[PathText] = None
     wandb: WandbSettings = WandbSettings()
     checkpoint_every: int = Field(5, ge=1)
     pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end

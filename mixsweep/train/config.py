@@ -6,19 +6,75 @@ A bad config is one line naming the file, the key and the problem, e.g.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal, Optional
+import os
+from pathlib import Path, PurePath
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic_core import PydanticCustomError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BeforeValidator, Field, Strict, ValidationError, field_validator,
+                      model_validator)
 
 from mixsweep.errors import MixsweepError
 from mixsweep.yamlio import read_yaml
-from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe
+from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe, _Strict
+
+# ---------------------------------------------------------------------------------------------------------
+# Rules shared by the job configs and the sweep specs
+
+# A seed reaches torch.manual_seed (at most 2**64 - 1), numpy's SeedSequence (no negatives) and the results
+# tables (int64 columns): the range all three take.
+SEED_MAX = 2**63 - 1
+
+# Strict: YAML `true` is a bool, not seed 1 (lax mode would take it, and the string "1" too).
+StrictInt = Annotated[int, Strict()]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def check_seed(seed: int) -> int:
+    """The seed, or a custom error naming it when it is out of range."""
+    if seed < 0:
+        raise PydanticCustomError("seed", f"seed {seed} is negative")
+    if seed > SEED_MAX:
+        raise PydanticCustomError("seed", f"seed {seed} is too large (at most 2**63 - 1)")
+    return seed
+
+
+Seed = Annotated[StrictInt, AfterValidator(check_seed)]
+
+
+def _folder_name(name: str) -> str:
+    # A name becomes a folder (<storage>/<run name>, <storage>/reports/<spec name>): "." or ".." would be the
+    # folder itself or its parent; past 128 characters W&B refuses the group and file systems the name.
+    if name in (".", ".."):
+        raise PydanticCustomError("name", f"{name!r} is not a name: as a folder it is the folder itself or its "
+                                  "parent")
+    if len(name) > 128:
+        raise PydanticCustomError("name", f"name of {len(name)} characters: at most 128")
+    return name
+
+
+FolderName = Annotated[str, AfterValidator(_folder_name)]
+
+
+def _usable_path(value: Any) -> Any:
+    # Path("") is the current folder, silently; and a path starting with ~user, for a user this machine does
+    # not know, stays unexpanded (os.path) or fails mid-run (pathlib's expanduser raises).
+    if not isinstance(value, (str, PurePath)):
+        return value  # pydantic reports the type
+    text = str(value)
+    if not text.strip():
+        raise PydanticCustomError("path", "empty path")
+    if text.startswith("~") and os.path.expanduser(text) == text:
+        user = text[1:].split("/", 1)[0]
+        raise PydanticCustomError("path", f"{text!r}: no home folder for ~{user} (no such user here)")
+    return value
+
+
+# A local path; and a local path or a URI, kept as text (Ray's storage_path, a mirror).
+LocalPath = Annotated[Path, BeforeValidator(_usable_path)]
+PathText = Annotated[str, BeforeValidator(_usable_path)]
+
+# ---------------------------------------------------------------------------------------------------------
+# Job configs
 
 
 class ScalingSettings(_Strict):
@@ -62,11 +118,11 @@ class ScalingSettings(_Strict):
 class RunSettings(_Strict):
     """Where a job writes, how often it checkpoints, how it survives failures."""
 
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._=-]+$")
-    storage: str = "runs"  # Ray's storage_path: a local path or a URI (s3://bucket/prefix)
+    name: FolderName = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._=-]+$")
+    storage: PathText = "runs"  # Ray's storage_path: a local path or a URI (s3://bucket/prefix)
     # Metrics log, pictures and worker placement; a folder every node sees. Default: storage/name when
     # storage is local, else ./runs/name.
-    artifacts: Optional[str] = None
+    artifacts: Optional[PathText] = None
     checkpoint_every: int = Field(1, ge=1)
     pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end
     max_failures: int = Field(0, ge=0)
@@ -80,7 +136,7 @@ class TrackingSettings(_Strict):
     project: str = Field("mixsweep", min_length=1)
     entity: Optional[str] = None
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
-    root: str  # offline runs land in root/wandb; a folder every node sees
+    root: PathText  # offline runs land in root/wandb; a folder every node sees
     run_id: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$")  # one id per stage key: a restart resumes it
     name: Optional[str] = None
     group: Optional[str] = None
@@ -92,32 +148,32 @@ class TrackingSettings(_Strict):
 
 
 class PretrainData(_Strict):
-    mixture: Path
+    mixture: LocalPath
     # The image list to pack (a sweep's union of its grid's mixtures, `mixsweep data union`): one pack
     # serves every pre-training of the grid. Default: pack this mixture alone.
-    union: Optional[Path] = None
-    pack: Optional[Path] = None  # that pack's folder, set by the sweep's driver once it has built it
-    images: Path
-    val_images: Optional[Path] = None
-    cache: Path = Path("cache")
+    union: Optional[LocalPath] = None
+    pack: Optional[LocalPath] = None  # that pack's folder, set by the sweep's driver once it has built it
+    images: LocalPath
+    val_images: Optional[LocalPath] = None
+    cache: LocalPath = Path("cache")
     pack_size: int = Field(256, ge=16)
     eval_batches: int = Field(0, ge=0)  # 0: the whole validation split
 
 
 class FinetuneData(_Strict):
-    manifest: Path
-    pets_root: Optional[Path] = None
-    cache: Path = Path("cache")
+    manifest: LocalPath
+    pets_root: Optional[LocalPath] = None
+    cache: LocalPath = Path("cache")
     pack_size: int = Field(256, ge=16)
     finetune_fraction: float = Field(1.0, gt=0, le=1)
-    subset_seed: Optional[int] = None  # default: the job's seed
+    subset_seed: Optional[Seed] = None  # default: the job's seed
 
 
 class _Job(_Strict):
     """What every job has: a model preset, a seed, resources and run settings."""
 
     preset: str = "base"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     scaling: ScalingSettings = ScalingSettings()
     run: RunSettings
     tracking: Optional[TrackingSettings] = None  # None: no live W&B run
@@ -138,7 +194,7 @@ class PretrainJob(_Job):
     recipe: PretrainRecipe = PretrainRecipe()
     # Continue from an official MAE file: mae_visualize_vit_base.pth (full) or mae_pretrain_vit_base.pth
     # (encoder; the decoder starts fresh). None: random init.
-    init_checkpoint: Optional[Path] = None
+    init_checkpoint: Optional[LocalPath] = None
     mae_init: Literal["full", "encoder"] = "full"
 
 
@@ -146,9 +202,9 @@ class FinetuneJob(_Job):
     kind: Literal["finetune"] = "finetune"
     model: Literal["mae", "scratch", "resnet50", "resnet18"] = "mae"
     head: Literal["decoder", "linear"] = "decoder"
-    init_checkpoint: Optional[Path] = None  # a pre-training checkpoint (state.pt) or an official MAE .pth
+    init_checkpoint: Optional[LocalPath] = None  # a pre-training checkpoint (state.pt) or an official MAE .pth
     mae_init: Literal["full", "encoder"] = "full"
-    resnet_weights: Optional[Path] = None
+    resnet_weights: Optional[LocalPath] = None
     data: FinetuneData
     recipe: FinetuneRecipe = FinetuneRecipe()
 

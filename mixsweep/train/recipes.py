@@ -16,10 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 
-class _Recipe(BaseModel):
-    """Fields and checks shared by both recipes."""
+class _Strict(BaseModel):
+    """The base of every config model (recipes, job configs, sweep specs): unknown keys are refused, a validated
+    model is frozen, and no float takes inf or NaN (`.inf` / `.nan` in YAML): no field has a use for them, inf
+    passes every lower bound, and NaN passes any check written as a refusal (`x <= 0` is False). Defined here
+    because mixsweep.train.config imports the recipes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class _Recipe(_Strict):
+    """Fields and checks shared by both recipes."""
 
     epochs: int = Field(gt=0)
     batch_size: int = Field(gt=0, description="effective batch over all workers and accumulation steps")
