@@ -23,8 +23,6 @@ DEMO_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 def demo_spec(world: str = "planted", world_seed: int = 0, spec_path: Path | None = None):
     """The demo study for one synthetic world: the packaged spec (or `spec_path`) with data.synth's world and
     seed, the name and the storage set from them, so each world and seed has its own store under ./runs/."""
-    import yaml
-
     from mixsweep.spec import parse_spec
     from mixsweep.yamlio import read_yaml
 
