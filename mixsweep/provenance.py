@@ -26,7 +26,7 @@ from pathlib import Path
 
 # Part of every stage key. Bump when a change to the code can change a result: every key changes, all reruns.
 # 2: fine-tune recipe.schedule (fixed_steps by default), scratch baseline without layer decay, padded eval.
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 
 PACKAGE = Path(__file__).resolve().parent
 LOCK_FILE = PACKAGE / "code_version.lock"

@@ -17,6 +17,7 @@ from mixsweep.models import (
     load_mae_checkpoint,
 )
 from mixsweep.models.mae import sincos_pos_embed_2d
+from mixsweep.models.segment import ResNetSegmenter
 
 
 @pytest.fixture(scope="module")
@@ -380,6 +381,9 @@ def test_resnet50_segmenter(tmp_path):
     names = {n.split(".")[1] for n, _ in seg.named_parameters() if n.startswith("backbone.")}
     assert names == {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4"}
     assert not any("fc" in n for n, _ in seg.named_parameters())
+    head = {n for n, _ in seg.named_parameters() if n.startswith("classifier.")}
+    assert head == {"classifier.score.layer2.weight", "classifier.score.layer3.weight",
+                    "classifier.score.layer4.weight", "classifier.score.layer4.bias"}
     # Local weights (torchvision key names; fc.* may be absent) load strictly; a bad file is refused by name.
     sd = {k: v + 1 for k, v in seg.backbone.state_dict().items()}
     f = tmp_path / "r50.pth"
@@ -394,6 +398,80 @@ def test_resnet50_segmenter(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, bad)
     with pytest.raises(MixsweepError, match="bad.pth"):
         ResNet50Segmenter(weights_path=bad)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("size", [64, 224])
+def test_resnet_segmenter_output_stride_8(arch, size):
+    """The head's finest score map, and so the map that is upsampled to full size, is H/8 × W/8 (a stride-32
+    head gives 2×2 at 64 px); measured on the tensors the forward pass actually makes."""
+    seg = build_segmenter(arch).eval()
+    seen = {}
+    hooks = [conv.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, (a[0].shape, out.shape)))
+             for name, conv in seg.classifier.score.items()]
+    hooks.append(seg.classifier.register_forward_hook(lambda m, a, out: seen.__setitem__("head", out.shape)))
+    with torch.no_grad():
+        out = seg(torch.randn(2, 3, size, size))
+    for h in hooks:
+        h.remove()
+    assert out.shape == (2, 3, size, size)
+    # The feature maps each score conv reads: layer2 at stride 8, layer3 at 16, layer4 at 32.
+    feats = {name: shapes[0][-2:] for name, shapes in seen.items() if name != "head"}
+    assert feats == {"layer2": (size // 8, size // 8), "layer3": (size // 16, size // 16),
+                     "layer4": (size // 32, size // 32)}
+    # The head sums the scores at the finest of them: the logits before the last upsampling are H/8 × W/8.
+    assert seen["layer2"][1] == seen["head"] == (2, 3, size // 8, size // 8)
+
+
+def test_resnet_segmenter_gradients_and_compile():
+    seg = build_segmenter("resnet18", num_classes=4)
+    x = torch.randn(2, 3, 64, 64)
+    seg(x).square().mean().backward()
+    assert [n for n, p in seg.named_parameters() if p.grad is None] == []  # DDP without find_unused_parameters
+    # The skip scores start at zero (FCN's init) and still get a gradient on the first step.
+    assert torch.all(seg.classifier.score["layer2"].weight == 0)
+    assert seg.classifier.score["layer2"].weight.grad.abs().sum() > 0
+    seg.eval()
+    with torch.no_grad():
+        assert torch.allclose(torch.compile(seg, fullgraph=True, backend="eager")(x), seg(x), atol=1e-5)
+
+
+def _disk_batch(n: int, seed: int, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of a light disk (radius 9-13 px, centre within 8 px of the middle) on a darker flat background,
+    with noise; labels 0 pet (the disk), 1 background, 2 a 2-px border ring, as in the Pet trimaps."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    centre = size / 2 - 0.5 + torch.randint(-8, 9, (n, 2), generator=g)
+    radius = torch.randint(9, 14, (n, 1, 1), generator=g).float()
+    dist = ((yy - centre[:, 0, None, None]) ** 2 + (xx - centre[:, 1, None, None]) ** 2).sqrt()
+    pet = dist <= radius
+    labels = torch.where(pet, 0, torch.where(dist <= radius + 2, 2, 1))
+    bg = 0.5 * torch.rand(n, 3, 1, 1, generator=g)
+    fg = 0.5 + 0.5 * torch.rand(n, 3, 1, 1, generator=g)
+    imgs = torch.where(pet[:, None], fg, bg) + 0.1 * torch.randn(n, 3, size, size, generator=g)
+    return (imgs - 0.5) / 0.25, labels
+
+
+def test_resnet18_learns_to_place_a_disk():
+    """30 Adam steps on 8 images: the stride-8 head reaches a pet IoU of about 0.7-0.8 on held-out images
+    (seeds 0-5 gave 0.66-0.82); the old stride-32 head, the same way, stayed at 0.00 (all-pet: 0.10)."""
+    from mixsweep.train.metrics import confusion_matrix, metrics_from_confusion
+
+    torch.manual_seed(0)
+    seg = ResNetSegmenter(arch="resnet18")
+    opt = torch.optim.Adam(seg.parameters(), lr=1e-3)
+    imgs, labels = _disk_batch(8, seed=0)
+    seg.train()
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(seg(imgs), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test_imgs, test_labels = _disk_batch(16, seed=1)
+    with torch.no_grad():
+        pred = seg.eval()(test_imgs).argmax(dim=1)
+    m = metrics_from_confusion(confusion_matrix(pred, test_labels))
+    assert m["iou_binary"] > 0.5 and m["iou_binary"] > 4 * m["iou_all_pet"], m
 
 
 def test_group_matcher_layers():

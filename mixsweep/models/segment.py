@@ -23,6 +23,7 @@ from mixsweep.models.mae import MaskedAutoencoderViT, _few, build_mae, load_mae_
 SEG_HEADS = ("decoder", "linear")
 SEG_KINDS = ("mae", "scratch", "resnet50", "resnet18")
 RESNETS = {"resnet50": 2048, "resnet18": 512}  # torchvision arch -> channels out of layer4
+_SKIP_STAGES = ("layer2", "layer3", "layer4")  # strides 8, 16, 32; finest first, as FCNSkipHead wants
 
 # Decoder-side modules the encoder-only head never calls; removed so DDP sees no unused parameters.
 _DECODER_PARTS = ("decoder_embed", "mask_token", "decoder_pos_embed", "decoder_blocks", "decoder_norm")
@@ -70,8 +71,43 @@ class MAESegmenter(nn.Module):
         return self.mae.unpatchify(logits, channels=self.num_classes)
 
 
+class FCNSkipHead(nn.Module):
+    """FCN-8s-style head: a 1×1 score conv per backbone stage; each coarser score map is upsampled (bilinear) to
+    the next finer stage and added to its score. The result is at the finest stage's stride.
+
+    `in_chs` maps stage name -> channels, finest stage first.
+    """
+
+    def __init__(self, in_chs: Mapping[str, int], num_classes: int = 3) -> None:
+        super().__init__()
+        names = list(in_chs)
+        self.score = nn.ModuleDict()
+        for name in names[:-1]:
+            # Skip scores start at zero, as in FCN: at init the head is the coarse one and the skips learn only
+            # the corrections. No bias: the coarsest score's bias is the one class prior of the sum.
+            conv = nn.Conv2d(in_chs[name], num_classes, kernel_size=1, bias=False)
+            nn.init.zeros_(conv.weight)
+            self.score[name] = conv
+        self.score[names[-1]] = nn.Conv2d(in_chs[names[-1]], num_classes, kernel_size=1)
+
+    def forward(self, feats: Mapping[str, Tensor]) -> Tensor:
+        names = list(self.score)
+        out = self.score[names[-1]](feats[names[-1]])
+        for name in reversed(names[:-1]):
+            x = feats[name]
+            # Upsample to the finer map's own size, not ×2: odd input sizes round differently per stage.
+            out = self.score[name](x) + F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+
 class ResNetSegmenter(nn.Module):
-    """torchvision ResNet-50 (or -18) up to layer4 (C × H/32 × W/32), a 1×1 classifier, bilinear upsampling."""
+    """torchvision ResNet-50 (or -18) with an FCN-8s-style head: 1×1 scores of layer2 (H/8), layer3 (H/16) and
+    layer4 (H/32), summed at H/8, then bilinear upsampling to full size.
+
+    A plain layer4 head has output stride 32: a 2×2 map at the demo's 64 px, too coarse to place a pet.
+    The skips give stride 8 for both arches (28×28 at 224 px); dilation would too, but torchvision's
+    `replace_stride_with_dilation` works for Bottleneck (ResNet-50) only.
+    """
 
     def __init__(self, num_classes: int = 3, weights_path: str | Path | None = None, arch: str = "resnet50") -> None:
         super().__init__()
@@ -84,14 +120,31 @@ class ResNetSegmenter(nn.Module):
         # avgpool goes too: it would leave a C×1×1 map, useless for dense prediction.
         names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
         self.backbone = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
-        self.classifier = nn.Conv2d(RESNETS[arch], num_classes, kernel_size=1)
+        self.classifier = FCNSkipHead({n: _stage_channels(getattr(net, n)) for n in _SKIP_STAGES},
+                                      num_classes=num_classes)
+
+    def forward_features(self, imgs: Tensor) -> dict[str, Tensor]:
+        """The backbone's outputs of the stages the head scores (`_SKIP_STAGES`), by stage name."""
+        feats = {}
+        x = imgs
+        for name, module in self.backbone.named_children():
+            x = module(x)
+            if name in _SKIP_STAGES:
+                feats[name] = x
+        return feats
 
     def forward(self, imgs: Tensor) -> Tensor:
-        logits = self.classifier(self.backbone(imgs))
+        logits = self.classifier(self.forward_features(imgs))
         return F.interpolate(logits, size=imgs.shape[-2:], mode="bilinear", align_corners=False)
 
 
 ResNet50Segmenter = ResNetSegmenter  # the paper's baseline, the default arch
+
+
+def _stage_channels(stage: nn.Sequential) -> int:
+    """Channels out of a torchvision ResNet stage: its last block's last BatchNorm (bn2 in a BasicBlock, bn3 in a
+    Bottleneck; a downsample branch sits in the first block only)."""
+    return [m for m in stage[-1].modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
 
 
 def _load_resnet_weights(net: nn.Module, path: str | Path, arch: str = "resnet50") -> None:
