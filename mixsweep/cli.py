@@ -440,8 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("report", help="tables and plots of a sweep's results",
-                       description="Write results.parquet, results.md (the paper's Table 2 form, the effect test, "
-                                   "the versions and devices the stages trained with) and PNG plots with 95%% "
+                       description="Write results.parquet, results.md (the paper's Table 2 form; the effect test "
+                                   "the spec's effect: section declares, a paired t-test over seeds, with the other "
+                                   "metrics and sizes as Holm-adjusted secondary tests; the versions and devices "
+                                   "the stages trained with), effect.json and PNG plots with 95% Student-t "
                                    "CIs over seeds under the store, and log them to W&B. Works from the store "
                                    "alone (a copy on a laptop): `mixsweep run` records the spec's stages there, "
                                    "so the data roots need not exist, and the store may be read-only (the report "

@@ -233,6 +233,26 @@ class WandbSettings(_Strict):
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online if logged in, else offline
 
 
+class EffectSettings(_Strict):
+    """The effect test, declared before the results are looked at: the primary endpoint (`metric` of the MAE
+    fine-tunes at fine-tune size `finetune_fraction`), the `direction` expected as the animal fraction goes
+    from `fractions[0]` to `fractions[1]` (`increase`, `decrease` or `two-sided`), and `alpha`. Only this test
+    gives the verdict; every other metric and fine-tune size is reported as secondary (two-sided,
+    Holm-adjusted). `scratch`: the baseline the pre-trained model is compared with (transfer)."""
+
+    metric: Literal["test_iou_binary", "test_miou", "test_accuracy", "test_loss"] = "test_iou_binary"
+    finetune_fraction: Optional[float] = None  # None: the largest of the grid
+    direction: Literal["increase", "decrease", "two-sided"] = "two-sided"
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    fractions: Optional[tuple[float, float]] = None  # None: the lowest and the highest animal fraction
+    scratch: Literal["supervised_mae", "resnet50", "resnet18"] = "supervised_mae"
+
+    def design(self):
+        from mixsweep.report.analyze import EffectDesign
+
+        return EffectDesign(**self.model_dump())
+
+
 class SweepSpec(_Strict):
     """One sweep: grid × data × model × recipes × resources. Recipe sections override the recipe defaults
     field by field (`pretrain: {epochs: 3}` keeps every other default)."""
@@ -258,6 +278,7 @@ class SweepSpec(_Strict):
     # that lost its disk pulls finished stages back from it. A URI (s3://bucket/prefix, gs://...) or a path.
     mirror: Optional[PathText] = None
     wandb: WandbSettings = WandbSettings()
+    effect: EffectSettings = EffectSettings()  # read by the report only: not part of any stage key
     checkpoint_every: int = Field(5, ge=1)
     pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end
     max_failures: int = Field(1, ge=0)
@@ -281,6 +302,21 @@ class SweepSpec(_Strict):
     @classmethod
     def _unique(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _effect_on_the_grid(self):
+        e, grid = self.effect, self.grid
+        if e.finetune_fraction is not None and not any(abs(e.finetune_fraction - f) < _EPS
+                                                       for f in grid.finetune_fractions):
+            raise _error("effect", f"effect.finetune_fraction {e.finetune_fraction:g} is not in "
+                         f"grid.finetune_fractions {grid.finetune_fractions}")
+        for f in e.fractions or ():
+            if not any(abs(f - a) < _EPS for a in grid.animal_fractions):
+                raise _error("effect", f"effect.fractions: {f:g} is not in grid.animal_fractions "
+                             f"{grid.animal_fractions}")
+        if e.fractions is not None and e.fractions[0] >= e.fractions[1]:
+            raise _error("effect", f"effect.fractions {list(e.fractions)}: the low fraction comes first")
+        return self
 
     @field_validator("preset")
     @classmethod

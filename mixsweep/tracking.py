@@ -329,20 +329,24 @@ def _cell(v: Any) -> Any:
 
 
 def _effect_summary(effects: list[dict], sentence: str | None) -> dict:
-    """`analyze.effect` entries as flat summary keys, effect/ft<fraction, 0_25>/<name>; non-finite numbers as None."""
+    """`analyze.effect` entries as flat summary keys: effect/primary/<name>, effect/transfer/<name>, and
+    effect/<metric>/ft<fraction, 0_25>/<name> for secondary ones; non-finite numbers as None."""
     out: dict[str, Any] = {}
     for e in effects:
         # no dot in the key: W&B reads dotted summary keys as nesting
-        at = f"effect/ft{float(e['finetune_fraction']):g}".replace(".", "_")
-        (low, high), (slope_low, slope_high) = e["ci"], e["slope_ci"]
-        values = {"metric": e.get("metric"), "diff": e["diff"], "ci_low": low, "ci_high": high,
-                  "slope": e["slope"], "slope_ci_low": slope_low, "slope_ci_high": slope_high,
+        at = (f"effect/{e['role']}" if e.get("role") in ("primary", "transfer") else
+              f"effect/{e['metric']}/ft{float(e['finetune_fraction']):g}".replace(".", "_"))
+        low, high = e["ci"]
+        values = {"metric": e.get("metric"), "finetune_fraction": e.get("finetune_fraction"), "diff": e["diff"],
+                  "ci_low": low, "ci_high": high, "p": e.get("p"), "p_holm": e.get("p_holm"),
                   "detected": e["effect"] == "detected", "effect": e["effect"], "direction": e.get("direction"),
-                  "n_seeds": e.get("n_seeds"), "n_seeds_slope": e.get("n_seeds_slope"),
+                  "declared": e.get("declared"), "n_seeds": e.get("n_seeds"), "n_diverged": e.get("n_diverged"),
                   "mean_low": e.get("mean_low"), "mean_high": e.get("mean_high")}
+        if e.get("slope_ci"):
+            values.update(slope=e["slope"], slope_ci_low=e["slope_ci"][0], slope_ci_high=e["slope_ci"][1])
         if e.get("fractions"):
             values["fraction_low"], values["fraction_high"] = e["fractions"]
-        out.update({f"{at}/{k}": _cell(v) for k, v in values.items()})
+        out.update({f"{at}/{k}": _cell(v) for k, v in values.items() if v is not None or k == "direction"})
     if sentence:
         out["effect/sentence"] = sentence
     return out

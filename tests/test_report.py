@@ -211,7 +211,8 @@ def test_write_report(sweep, tmp_path):
     back = pd.read_parquet(paths["results.parquet"])
     assert len(back) == len(results) and list(back.columns) == list(results.columns)
     md = paths["results.md"].read_text()
-    assert md.startswith("# Synthetic sweep\n\nEffect of the animal fraction on test IoU (binary): detected at "
+    assert md.startswith("# Synthetic sweep\n\nEffect of the animal fraction on test IoU (binary) (primary endpoint, "
+                         "two-sided, alpha 0.05): detected at "
                          "fine-tune size 1: F=1 minus F=0 = +0.")
     assert "Student-t CI" in md and "bootstrap" not in md
     assert "All-background answer" not in md and "Fine-tune schedule" not in md    # columns absent: silent

@@ -107,21 +107,35 @@ def _ci_text(mean: float, ci: list[float]) -> str:
     return f"{mean:+.3f} ({ci[0]:+.3f} to {ci[1]:+.3f})"
 
 
-def _effect_section(results: pd.DataFrame) -> list[str]:
+def _p(v) -> str:
+    return f"{v:.2g}" if v is not None and np.isfinite(v) else "–"
+
+
+def _effect_section(entries: list[dict]) -> list[str]:
     rows = []
-    for metric, label in analyze.METRICS.items():
-        for e in analyze.effect(results, metric):
-            lo, hi = e["fractions"]
-            rows.append({"metric": label, "fine-tune": e["finetune_fraction"], "F": f"{lo:g} → {hi:g}",
-                         "high − low (95% CI)": _ci_text(e["diff"], e["ci"]),
-                         "slope per unit F (95% CI)": _ci_text(e["slope"], e["slope_ci"]),
-                         "seeds": str(e["n_seeds"]), "diverged": str(e.get("n_diverged", 0)),
-                         "effect": f"{e['effect']}: {e['direction']}" if e["direction"] else e["effect"]})
+    for e in entries:
+        if e["role"] == "transfer":
+            continue
+        lo, hi = e["fractions"]
+        rows.append({"test": e["role"], "metric": analyze.METRICS.get(e["metric"], e["metric"]),
+                     "fine-tune": e["finetune_fraction"], "F": f"{lo:g} → {hi:g}",
+                     "high − low (95% CI)": _ci_text(e["diff"], e["ci"]), "p": _p(e["p"]),
+                     "p (Holm)": _p(e.get("p_holm")),
+                     "slope per unit F (95% CI)": _ci_text(e["slope"], e["slope_ci"]),
+                     "seeds": str(e["n_seeds"]), "diverged": str(e.get("n_diverged", 0)),
+                     "effect": f"{e['effect']}: {e['direction']}" if e["direction"] else e["effect"]})
+    primary = next((e for e in entries if e["role"] == "primary"), None)
+    declared = (f"the primary endpoint was declared before the run: {primary['declared']}, alpha "
+                f"{primary['alpha']:g}" if primary else "no primary endpoint")
     lines = ["## Effect of the animal fraction", "",
-             "Over the MAE fine-tunes, paired by seed: per seed the metric at the highest minus the lowest animal "
-             "fraction, and the least-squares slope over that seed's fractions; mean and 95% Student-t interval "
-             "over seeds. Detected = both intervals exclude 0 on the same side. For the loss, lower is better.", ""]
+             f"Over the MAE fine-tunes, paired by seed: per seed the metric at the high minus the low animal fraction, "
+             f"then a paired t-test over seeds; {declared}. Only the primary test gives the verdict; the others are "
+             "secondary, two-sided, with Holm-adjusted p-values. The slope (per seed over its fractions, then over "
+             "seeds) is descriptive. For the loss, lower is better.", ""]
     lines += [markdown_table(pd.DataFrame(rows)) if rows else "No finished MAE fine-tunes.", ""]
+    for e in entries:
+        if e["role"] == "transfer":
+            lines += [analyze._transfer_sentence(e), ""]
     return lines
 
 
@@ -178,7 +192,7 @@ def made_with(results: pd.DataFrame) -> list[str]:
 
 
 def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_dir: Path | str,
-                 title: str) -> dict[str, Path]:
+                 title: str, design: analyze.EffectDesign | None = None) -> dict[str, Path]:
     """Write results.parquet, results.md, effect.json and the plots under `out_dir`; returns file name -> path.
 
     results.md opens with one sentence saying whether the animal fraction's effect on test IoU (binary) is
@@ -191,7 +205,7 @@ def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_di
     paths["results.parquet"] = write_table(pa.Table.from_pandas(results, preserve_index=False),
                                            out_dir / "results.parquet")
     df = analyze.clean(results)
-    entries = analyze.effect(results)
+    entries = analyze.effect(results, design)
     paths["effect.json"] = write_effect(entries, out_dir / "effect.json")
 
     plot_lines = []
@@ -219,7 +233,7 @@ def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_di
                        "mIoU"]].rename(columns={"finetune_fraction": "fine-tune", "n_seeds": "seeds"})
         md += [markdown_table(shown), ""]
 
-    md += _effect_section(results)
+    md += _effect_section(entries)
 
     md += ["## Fits against animal fraction", "",
            "Least squares over every (fraction, seed) point: quadratic with >= 4 fractions, linear with 2-3.", ""]

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from mixsweep.report.analyze import (METHOD_LABELS, METRICS, aggregate, clean, effect, effect_sentence, finetunes,
+from mixsweep.report.analyze import (METHOD_LABELS, METRICS, EffectDesign, aggregate, clean, effect, effect_sentence, finetunes,
                                      fits, seed_matrix, t_intervals)
 
 DPI = 110
@@ -55,7 +55,8 @@ def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path
     if mae.empty:
         raise NothingToPlot(f"no finished MAE fine-tunes with {metric}")
     curve_fits = fits(results, metric)
-    subtitle = textwrap.fill(effect_sentence(effect(results, metric), metric), width=110)
+    subtitle = textwrap.fill(effect_sentence(effect(results, EffectDesign(metric=metric)), metric, secondary=False),
+                             width=110)
     fig, (ax,) = _figure(1, width=6.5, height=4.5 + 0.12 * subtitle.count("\n"))
     cmap = colormaps["tab10"]
     lo_x, hi_x = float(mae["animal_fraction"].min()), float(mae["animal_fraction"].max())

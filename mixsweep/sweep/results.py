@@ -61,12 +61,12 @@ def results_table(spec):
     return frame, len(keys) - len(frame)
 
 
-def effect_summary(results) -> str:
-    """The report's first sentence: is the animal fraction's effect on test IoU (binary) there, from the
-    statistics alone (the same sentence results.md opens with; the numbers are in effect.json)."""
+def effect_summary(results, design=None) -> str:
+    """The report's first sentence: is the declared effect of the animal fraction there, from the statistics
+    alone (the same sentence results.md opens with; the numbers are in effect.json)."""
     from mixsweep.report.analyze import effect, effect_sentence
 
-    return effect_sentence(effect(results))
+    return effect_sentence(effect(results, design))
 
 
 def report_folder(spec, store: Store, out: Path | str | None = None, console: Console | None = None) -> Path:
@@ -99,8 +99,9 @@ def make_report(spec, console: Console | None = None, out: Path | str | None = N
     results, histories, store, _ = spec_results(spec)
     console = console or Console()
     out = report_folder(spec, store, out, console)
-    paths = write_report(results, histories, out, title=f"mixsweep report: {spec.name}")
-    entries = effect(results)
+    design = spec.effect.design() if getattr(spec, "effect", None) is not None else None
+    paths = write_report(results, histories, out, title=f"mixsweep report: {spec.name}", design=design)
+    entries = effect(results, design)
     sentence = effect_sentence(entries)
     console.print(sentence, markup=False, highlight=False, soft_wrap=True)
     for line in made_with(results):
