@@ -10,15 +10,19 @@ Layout of one pack, `cache_root/<pack_key>/`:
     rows.parquet  key, ok, issue, quirks, orig_width, orig_height, source (the item's identity) per row
     meta.json     version, n, size, fit, has_masks, key, rule, decoded, copied, donors
 A pack is built in a temporary folder and renamed into place at the end, so a folder named by its key is
-always complete. The key covers the rule that makes the bytes (pack_rule: size, fit, resize rule, Pillow
-version, the mask function's body) and every input file's size and mtime, so a changed file makes a new
-pack. A sweep packs the union of its grid's mixtures once; a pre-training reads its mixture as row
-indices into it. A new pack copies the rows that an older pack of the same rule holds and decodes only
-the rest, so a grid that grows decodes each image once.
+always complete. The temporary folder, `.tmp-<key>-<pid>-<host>-<random>`, is removed on any failure; one
+left by a killed process is removed by the next build on the same host once that process is gone. The
+build checks the free space first and allocates the arrays' blocks before writing them, so a full disk is
+an error message, not a SIGBUS in a worker. The key covers the rule that makes the bytes (pack_rule: size,
+fit, resize rule, Pillow version, the mask function's body) and every input file's size and mtime, so a
+changed file makes a new pack. A sweep packs the union of its grid's mixtures once; a pre-training reads
+its mixture as row indices into it. A new pack copies the rows that an older pack of the same rule holds
+and decodes only the rest, so a grid that grows decodes each image once.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -26,13 +30,16 @@ import multiprocessing as mp
 import os
 import pickle
 import shutil
+import socket
 import sys
 import types
 import uuid
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -50,6 +57,11 @@ RESIZE_RULE = "pil-draft-bicubic-box/nearest-masks"  # _load_image / _load_mask;
 FITS = ("crop", "squash")
 MAX_FILE_WARNINGS = 5
 _CHUNK = 32  # items per worker task: big enough to amortise the task, small enough for a live progress bar
+# Room for rows.parquet and meta.json beside the arrays (generous: a COCO-sized pack's rows take ~10 MB).
+_META_BYTES_PER_ROW = 512
+_META_BYTES_FIXED = 1 << 20
+# Names a temporary folder's host, so an orphan sweep never judges another machine's pid (a shared cache).
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 MaskFn = Callable[[np.ndarray], np.ndarray]
 
@@ -298,6 +310,68 @@ class PackedSet:
         return int(self.meta["n"])
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _clear_orphans(cache_root: Path) -> None:
+    """Remove temporary folders of builds on this host whose process is gone (killed, or crashed before this
+    code cleaned up after itself), so their space counts as free again. A live process's folder is its
+    build in progress and stays."""
+    for folder in cache_root.glob(".tmp-*"):
+        parts = folder.name.split("-")  # ".tmp", key, pid, host, random
+        if len(parts) == 5 and parts[3] == _HOST_TAG:
+            pid = parts[2]
+        elif len(parts) == 4:
+            # Named before names carried a host (".tmp", key, pid, random), by builds that died on a full
+            # disk without cleaning up: judged as this host's.
+            pid = parts[2]
+        else:
+            continue
+        if pid.isdigit() and not _pid_alive(int(pid)) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _human(nbytes: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} GiB"
+
+
+def _bytes(nbytes: int) -> str:
+    return f"{nbytes} bytes ({_human(nbytes)})"
+
+
+def _reserve(path: Path, nbytes: int) -> None:
+    """A zero-filled file of `nbytes` whose blocks are allocated now. A sparse file would let the disk fill
+    while workers write rows through a memmap, and a memmap write to a full disk is a SIGBUS (the process
+    dies) instead of an error; allocating up front turns that into ENOSPC here."""
+    with open(path, "wb") as f:
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(f.fileno(), 0, nbytes)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
+                    raise
+        # No allocation on this system / file system: sparse, as before (the free-space check still ran).
+        f.truncate(nbytes)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def _pool_context() -> mp.context.BaseContext:
     # fork: workers start in milliseconds instead of re-importing torch (spawn/forkserver); they only use
     # numpy and PIL, so the parent's threads (torch, CUDA) do not matter to them.
@@ -353,47 +427,75 @@ def build_pack(
 
     n = len(items)
     has_masks = any(it.mask_path is not None for it in items)
-    cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = cache_root / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    arrays = (("images.u8", n * size * size * 3), ("masks.u8", n * size * size if has_masks else 0))
+    need = sum(nbytes for _, nbytes in arrays) + _META_BYTES_FIXED + _META_BYTES_PER_ROW * n
+    for path in (cache_root, *cache_root.parents):  # the nearest thing that exists must be a folder
+        if path.exists():
+            if not path.is_dir():
+                under = "" if path == cache_root else f" (so {cache_root} cannot be made)"
+                raise MixsweepError(f"{path}: exists and is not a folder{under}; choose a folder for the pack cache")
+            break
     try:
-        # Pre-sized zero files (sparse): rows are written in place, bad rows stay zero.
-        for name, nbytes in (("images.u8", n * size * size * 3), ("masks.u8", n * size * size if has_masks else 0)):
-            if nbytes:
-                with open(tmp / name, "wb") as f:
-                    f.truncate(nbytes)
-        rows, donors = _copy_from_donors(sources, cache_root, rule, tmp, n, size, has_masks)
-        todo = [i for i in range(n) if rows[i] is None]
-        for r in _run_chunks(items, todo, tmp, n, size, fit, has_masks, mask_fn, workers, progress, n - len(todo)):
-            rows[r[0]] = r
-        table = pa.table({
-            "key": pa.array(keys, pa.string()),
-            "ok": pa.array([r[1] for r in rows], pa.bool_()),
-            "issue": pa.array([r[2] for r in rows], pa.string()),
-            "quirks": pa.array([r[3] for r in rows], pa.string()),
-            "orig_width": pa.array([r[4] for r in rows], pa.int32()),
-            "orig_height": pa.array([r[5] for r in rows], pa.int32()),
-            "source": pa.array(sources, pa.string()),
-        })
-        pq.write_table(table, tmp / "rows.parquet")
-        built = {"decoded": len(todo), "copied": n - len(todo), "reused": False}
-        meta = {"version": PACK_VERSION, "n": n, "size": size, "fit": fit, "has_masks": has_masks, "key": key,
-                "rule": rule, "decoded": built["decoded"], "copied": built["copied"], "donors": donors}
-        (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1) + "\n")
-        for f in tmp.iterdir():
-            with open(f, "rb+") as fh:
-                os.fsync(fh.fileno())
-        if final.exists() and not (final / "meta.json").is_file():
-            shutil.rmtree(final)  # not made by a finished build (those appear whole, by rename)
+        cache_root.mkdir(parents=True, exist_ok=True)
+        _clear_orphans(cache_root)
+        free = shutil.disk_usage(cache_root).free
+    except OSError as e:
+        raise MixsweepError(f"{e.filename or cache_root}: cannot use as a pack cache folder "
+                            f"({_one_line(e.strerror or e)})") from None
+    if need > free:
+        raise MixsweepError(f"{cache_root}: not enough free space to build pack {key} ({n} images at {size}px): "
+                            f"needs {_bytes(need)}, {_bytes(free)} free")
+    tmp = cache_root / f".tmp-{key}-{os.getpid()}-{_HOST_TAG}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
         try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "meta.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same pack first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            # Zero files, allocated (not sparse): rows are written in place, bad rows stay zero.
+            for name, nbytes in arrays:
+                if nbytes:
+                    _reserve(tmp / name, nbytes)
+            rows, donors = _copy_from_donors(sources, cache_root, rule, tmp, n, size, has_masks)
+            todo = [i for i in range(n) if rows[i] is None]
+            for r in _run_chunks(items, todo, tmp, n, size, fit, has_masks, mask_fn, workers, progress,
+                                 n - len(todo)):
+                rows[r[0]] = r
+            table = pa.table({
+                "key": pa.array(keys, pa.string()),
+                "ok": pa.array([r[1] for r in rows], pa.bool_()),
+                "issue": pa.array([r[2] for r in rows], pa.string()),
+                "quirks": pa.array([r[3] for r in rows], pa.string()),
+                "orig_width": pa.array([r[4] for r in rows], pa.int32()),
+                "orig_height": pa.array([r[5] for r in rows], pa.int32()),
+                "source": pa.array(sources, pa.string()),
+            })
+            pq.write_table(table, tmp / "rows.parquet")
+            built = {"decoded": len(todo), "copied": n - len(todo), "reused": False}
+            meta = {"version": PACK_VERSION, "n": n, "size": size, "fit": fit, "has_masks": has_masks, "key": key,
+                    "rule": rule, "decoded": built["decoded"], "copied": built["copied"], "donors": donors}
+            (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=1) + "\n")
+            for f in tmp.iterdir():
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
+            if final.exists() and not (final / "meta.json").is_file():
+                shutil.rmtree(final)  # not made by a finished build (those appear whole, by rename)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not (final / "meta.json").is_file():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same pack first
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except BrokenProcessPool:
+        raise MixsweepError(f"{cache_root}: a worker process died while building pack {key} (killed, out of "
+                            "memory, or a crash in an image decoder or mask_fn); nothing was kept") from None
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(cache_root).free
+            raise MixsweepError(f"{cache_root}: disk full while building pack {key}: it needs {_bytes(need)}, "
+                                f"{_bytes(free)} free with its partial files removed; nothing was kept") from None
+        raise MixsweepError(f"{e.filename or tmp}: cannot build pack {key} ({_one_line(e.strerror or e)}); "
+                            "nothing was kept") from None
 
     bad = [(it, r[2]) for it, r in zip(items, rows) if not r[1]]
     for it, issue in bad[:MAX_FILE_WARNINGS]:  # a wrong folder would otherwise print one line per image
@@ -460,10 +562,14 @@ def _run_chunks(items: list[PackItem], todo: list[int], folder: Path, n: int, si
     tasks = [(str(folder), n, size, fit, has_masks, mask_fn, entries[s:s + _CHUNK])
              for s in range(0, len(entries), _CHUNK)]
     rows: list[tuple] = []
-    pool = _pool_context().Pool(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
+    # concurrent.futures, not multiprocessing.Pool: a worker that dies (a SIGBUS, the OOM killer, a crash in a
+    # decoder or in mask_fn) breaks the pool and every pending result raises BrokenProcessPool, where a
+    # Pool quietly replaces the worker and waits forever for the chunk it lost.
+    pool = (ProcessPoolExecutor(min(workers, len(tasks)), mp_context=_pool_context())
+            if workers > 1 and len(tasks) > 1 else None)
     try:
-        # The pool forks before the progress bar starts its refresh thread.
-        results = pool.imap_unordered(_pack_chunk, tasks) if pool is not None else map(_pack_chunk, tasks)
+        # Submitting forks every worker at once (fork context), before the progress bar starts its thread.
+        results = _completed(pool, tasks)
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -478,7 +584,17 @@ def _run_chunks(items: list[PackItem], todo: list[int], folder: Path, n: int, si
                 rows.extend(chunk_rows)
     finally:
         if pool is not None:
-            pool.close()
-            pool.join()
+            # On a failure, drop the chunks not started yet instead of decoding them for nothing.
+            pool.shutdown(wait=True, cancel_futures=True)
     rows.sort(key=lambda r: r[0])
     return rows
+
+
+def _completed(pool: ProcessPoolExecutor | None, tasks: list[tuple]) -> Iterator[list[tuple]]:
+    """Each task's rows as its chunk finishes, in this process when there is no pool. Submits every task
+    now (not lazily) so the workers fork before the caller starts any thread."""
+    if pool is None:
+        return map(_pack_chunk, tasks)
+    futures = [pool.submit(_pack_chunk, t) for t in tasks]
+    # result() raises the worker's error, or BrokenProcessPool if a worker died.
+    return (fut.result() for fut in as_completed(futures))

@@ -12,7 +12,10 @@ from mixsweep.synth.labels import CAT_BREEDS, DOG_BREEDS
 # byte-identical and ones already on disk are reused.
 GENERATOR_NAME = "mixsweep.data.synth"
 GENERATOR_VERSION = 2  # 2: close-ups, worlds
-MARKER = "synth.json"
+MARKER = "synth.json"  # the stamp: written last, so a folder holding it is complete
+# Written first and removed after the stamp: claims coco/ and pets/ as write_synth's own while they are
+# unfinished, so a write that was killed is redone instead of refused as someone else's data.
+WRITING = "synth.writing.json"
 
 SMALL_BREEDS = ("Abyssinian", "Bengal", "Bombay", "Egyptian_Mau", "Persian", "Siamese",
                 "beagle", "chihuahua", "pug", "samoyed", "scottish_terrier", "staffordshire_bull_terrier")
