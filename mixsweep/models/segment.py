@@ -2,7 +2,9 @@
 
 The paper's head ("decoder") runs the whole MAE decoder over every patch and reads a new per-patch linear
 projection as p·p·num_classes logits. The "linear" head drops the decoder and projects the encoder's patch
-tokens directly. Both return full-resolution logits (N, num_classes, H, W).
+tokens directly. The "probe" head is the linear head on a frozen encoder (the segmentation analogue of MAE's
+linear probing): the encoder runs in eval mode under no_grad and only the head trains. All return
+full-resolution logits (N, num_classes, H, W).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
@@ -20,20 +23,31 @@ from mixsweep.checkpoint import read_state_dict
 from mixsweep.errors import MixsweepError
 from mixsweep.models.mae import MaskedAutoencoderViT, _few, build_mae, load_mae_checkpoint, vit_group_matcher
 
-SEG_HEADS = ("decoder", "linear")
+SEG_HEADS = ("decoder", "linear", "probe")
+FROZEN_HEADS = ("probe",)  # heads whose encoder is frozen: only the head trains
 SEG_KINDS = ("mae", "scratch", "resnet50", "resnet18")
 RESNETS = {"resnet50": 2048, "resnet18": 512}  # torchvision arch -> channels out of layer4
 _SKIP_STAGES = ("layer2", "layer3", "layer4")  # strides 8, 16, 32; finest first, as FCNSkipHead wants
 
-# Decoder-side modules the encoder-only head never calls; removed so DDP sees no unused parameters.
+# Decoder-side modules the encoder-only heads never call; removed so DDP sees no unused parameters.
 _DECODER_PARTS = ("decoder_embed", "mask_token", "decoder_pos_embed", "decoder_blocks", "decoder_norm")
 
 
 class MAESegmenter(nn.Module):
     """Per-pixel class logits from an MAE at mask ratio 0.
 
-    Takes ownership of `mae`: the pixel projection `decoder_pred` is removed (and, for the linear head, the
-    whole decoder), so every remaining parameter gets a gradient.
+    Takes ownership of `mae`: the pixel projection `decoder_pred` is removed (and, for the linear and probe
+    heads, the whole decoder), so every remaining trainable parameter gets a gradient.
+
+    head "probe" freezes the encoder: its parameters get requires_grad False (optimizers built from trainable
+    parameters leave them out), it stays in eval mode whatever `train()` is asked, and it runs under no_grad,
+    so no activations are kept for backward. Its patch tokens pass a BatchNorm without affine parameters (as in
+    MAE's linear probe) before the linear projection: it standardises each channel, so the features of every
+    pre-training, and of a random encoder, reach the head at one scale and one recipe (lr) fits all probes of a
+    sweep. A per-token LayerNorm would not: the tokens already leave the encoder's final LayerNorm, whose
+    per-channel gain and bias set the channels' scales and offsets. The norm has no parameters, only running
+    statistics; in eval mode it is a fixed per-channel affine map (it folds into the linear layer), so padded
+    evaluation batches stay batch-independent.
     """
 
     def __init__(self, mae: MaskedAutoencoderViT, num_classes: int = 3, head: str = "decoder") -> None:
@@ -42,6 +56,7 @@ class MAESegmenter(nn.Module):
             raise MixsweepError(f"unknown segmentation head {head!r}; choose one of {', '.join(SEG_HEADS)}")
         self.head_kind = head
         self.num_classes = num_classes
+        self.frozen_encoder = head in FROZEN_HEADS
         p = mae.patch_size
         mae.decoder_pred = None
         if head == "decoder":
@@ -50,10 +65,21 @@ class MAESegmenter(nn.Module):
             for name in _DECODER_PARTS:
                 setattr(mae, name, None)
             in_dim = mae.preset.embed_dim  # tokens come out of the encoder's final LayerNorm
+        if self.frozen_encoder:
+            mae.requires_grad_(False)
+            mae.eval()
+            # Only the probe has it, so the other heads' state dicts (and checkpoints) are unchanged.
+            self.feature_norm = nn.BatchNorm1d(in_dim, eps=1e-6, affine=False)
         self.mae = mae
         self.head = nn.Linear(in_dim, p * p * num_classes)
         nn.init.xavier_uniform_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+
+    def train(self, mode: bool = True) -> MAESegmenter:
+        super().train(mode)
+        if self.frozen_encoder:
+            self.mae.eval()  # a frozen encoder always computes its test-time features
+        return self
 
     def no_weight_decay(self) -> set[str]:
         return {f"mae.{k}" for k in self.mae.no_weight_decay() if getattr(self.mae, k, None) is not None}
@@ -62,11 +88,20 @@ class MAESegmenter(nn.Module):
         return vit_group_matcher("mae.")  # the new head is matched by neither: the last layer, full lr
 
     def forward(self, imgs: Tensor) -> Tensor:
-        latent, _, ids_restore = self.mae.forward_encoder(imgs, 0.0)
+        if self.frozen_encoder:
+            with torch.no_grad():
+                latent, _, ids_restore = self.mae.forward_encoder(imgs, 0.0)
+        else:
+            latent, _, ids_restore = self.mae.forward_encoder(imgs, 0.0)
         if self.head_kind == "decoder":
             tokens = self.mae.decoder_features(latent, ids_restore)
         else:
             tokens = latent[:, 1:, :]  # ratio 0 keeps patches in image order; drop cls
+        if self.frozen_encoder:
+            # Each channel over all tokens of the batch: BatchNorm1d on (tokens, channels). Not a transpose to
+            # (N, C, L): aot_autograd's decomposition of the head's matmul then views a non-contiguous tensor.
+            n, length, dim = tokens.shape
+            tokens = self.feature_norm(tokens.reshape(n * length, dim)).view(n, length, dim)
         logits = self.head(tokens)
         return self.mae.unpatchify(logits, channels=self.num_classes)
 
@@ -174,8 +209,12 @@ def build_segmenter(
     mae_init: str = "full",
     resnet_weights: str | Path | None = None,
 ) -> nn.Module:
-    """kind "mae": MAE weights from `mae_checkpoint` (file or state dict); "scratch": random init; "resnet50" / "resnet18"."""
+    """kind "mae": MAE weights from `mae_checkpoint` (file or state dict); "scratch": random init; "resnet50" / "resnet18".
+    A ResNet has its own head: `head` is for the MAE kinds, and a frozen-encoder head ("probe") is refused for it."""
     if kind in RESNETS:
+        if head in FROZEN_HEADS:
+            raise MixsweepError(f"head {head!r} freezes an MAE encoder; model {kind!r} has none (use 'mae' or "
+                                "'scratch')")
         return ResNetSegmenter(num_classes, resnet_weights, arch=kind)
     if kind not in SEG_KINDS:
         raise MixsweepError(f"unknown model kind {kind!r}; choose one of {', '.join(SEG_KINDS)}")

@@ -201,7 +201,9 @@ class PretrainJob(_Job):
 class FinetuneJob(_Job):
     kind: Literal["finetune"] = "finetune"
     model: Literal["mae", "scratch", "resnet50", "resnet18"] = "mae"
-    head: Literal["decoder", "linear"] = "decoder"
+    # "probe": the encoder frozen, only a per-patch linear head trained (mixsweep.models.segment.MAESegmenter);
+    # with model "scratch" it probes random features (the control). MAE kinds only.
+    head: Literal["decoder", "linear", "probe"] = "decoder"
     init_checkpoint: Optional[LocalPath] = None  # a pre-training checkpoint (state.pt) or an official MAE .pth
     mae_init: Literal["full", "encoder"] = "full"
     resnet_weights: Optional[LocalPath] = None
@@ -214,6 +216,9 @@ class FinetuneJob(_Job):
             raise ValueError("model 'mae' needs init_checkpoint (use model 'scratch' for random init)")
         if self.model != "mae" and self.init_checkpoint is not None:
             raise ValueError(f"init_checkpoint is only for model 'mae', not {self.model!r}")
+        if self.head == "probe" and self.model not in ("mae", "scratch"):
+            raise ValueError(f"head 'probe' freezes an MAE encoder: model must be 'mae' or 'scratch', not "
+                             f"{self.model!r}")
         return self
 
 

@@ -1,4 +1,5 @@
 """Segmentation fine-tuning on Oxford-IIIT Pet: the pre-trained MAE, or a baseline (scratch MAE, ResNet-50).
+With head "probe" the same job trains only a linear head on the frozen encoder (a frozen-encoder probe).
 
 A plain function of its config; Ray Train only wraps it. Validation metrics every epoch, test metrics at
 the end, all from one confusion matrix per split.
@@ -96,7 +97,7 @@ class FinetuneTask:
 
     def build_optimizer(self, model: nn.Module, world: World):
         opt = build_optimizer(model, self.recipe, self.world_batch, world.device,
-                              layer_decay=self.recipe.layer_decay_for(self.job.model))
+                              layer_decay=self.recipe.layer_decay_for(self.job.model, head=self.job.head))
         return opt, build_scheduler(opt, self.recipe, self.steps_per_epoch, self.world_batch)
 
     def loss(self, model: nn.Module, batch: dict, gen: torch.Generator) -> torch.Tensor:

@@ -116,9 +116,12 @@ class FinetuneRecipe(_Recipe):
     vflip: float = Field(default=0.5, ge=0, le=1)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
 
-    def layer_decay_for(self, model: str) -> float:
+    def layer_decay_for(self, model: str, head: str = "decoder") -> float:
         """The layer decay a fine-tune of `model` (FinetuneJob.model) gets: mae layer_decay, scratch
-        baseline_layer_decay, anything else (resnet50: no ViT blocks) 1."""
+        baseline_layer_decay, anything else (resnet50: no ViT blocks) 1. A probe (head "probe") gets 1 for
+        any model: only its head trains, and the head is the last layer, at full lr either way."""
+        if head == "probe":
+            return 1.0
         return {"mae": self.layer_decay, "scratch": self.baseline_layer_decay}.get(model, 1.0)
 
 
