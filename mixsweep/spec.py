@@ -241,16 +241,20 @@ class EffectSettings(_Strict):
     Holm-adjusted). `scratch`: the baseline the pre-trained model is compared with (transfer)."""
 
     metric: Literal["test_iou_binary", "test_miou", "test_accuracy", "test_loss"] = "test_iou_binary"
+    method: Literal["mae", "probe"] = "mae"  # the end-to-end fine-tunes, or the frozen-encoder probes
     finetune_fraction: Optional[float] = None  # None: the largest of the grid
     direction: Literal["increase", "decrease", "two-sided"] = "two-sided"
     alpha: float = Field(0.05, gt=0, lt=0.5)
     fractions: Optional[tuple[float, float]] = None  # None: the lowest and the highest animal fraction
-    scratch: Literal["supervised_mae", "resnet50", "resnet18"] = "supervised_mae"
+    scratch: Optional[Literal["supervised_mae", "resnet50", "resnet18", "random_probe"]] = None  # None: the
+    # same model from random weights (supervised_mae for the fine-tunes, random_probe for the probes)
 
     def design(self):
         from mixsweep.report.analyze import EffectDesign
 
-        return EffectDesign(**self.model_dump())
+        values = self.model_dump()
+        values["scratch"] = self.scratch or ("random_probe" if self.method == "probe" else "supervised_mae")
+        return EffectDesign(**values)
 
 
 class SweepSpec(_Strict):
@@ -260,13 +264,16 @@ class SweepSpec(_Strict):
     name: FolderName = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
     grid: Grid
-    baselines: list[Literal["supervised_mae", "resnet50", "resnet18"]] = []
+    baselines: list[Literal["supervised_mae", "resnet50", "resnet18", "random_probe"]] = []
     data: DataRoots
     preset: str = "base"
     head: Literal["decoder", "linear"] = "decoder"
     mixture: MixtureSettings = MixtureSettings()
     pretrain: PretrainRecipe = PretrainRecipe()
     finetune: FinetuneRecipe = FinetuneRecipe()
+    # The frozen-encoder probe's recipe: when set, every pre-training also gets a probe per fine-tune size (its
+    # encoder frozen, a per-patch linear head trained), and the baseline random_probe probes random weights.
+    probe: Optional[FinetuneRecipe] = None
     resources: Resources = Resources()
     # The store: results, mixtures, W&B offline runs, finished checkpoints. A local path (relative to the
     # current directory); on a cluster, a shared mount every node sees (e.g. EFS at /mnt/mixsweep).
@@ -306,6 +313,9 @@ class SweepSpec(_Strict):
     @model_validator(mode="after")
     def _effect_on_the_grid(self):
         e, grid = self.effect, self.grid
+        if self.probe is None and ("random_probe" in self.baselines or e.method == "probe"):
+            what = "baselines: random_probe" if "random_probe" in self.baselines else "effect.method: probe"
+            raise _error("probe", f"{what} needs a probe: section (the probe's recipe)")
         if e.finetune_fraction is not None and not any(abs(e.finetune_fraction - f) < _EPS
                                                        for f in grid.finetune_fractions):
             raise _error("effect", f"effect.finetune_fraction {e.finetune_fraction:g} is not in "

@@ -194,3 +194,76 @@ def test_probe_job_round_trips_and_default_jobs_dump_as_before(train_inputs, tmp
     assert job.head == "probe" and parse_job(job.model_dump(mode="json")) == job
     plain = parse_job(finetune_config(train_inputs, tmp_path, "f", model="scratch")).model_dump(mode="json")
     assert plain["head"] == "decoder" and "probe" not in plain
+
+
+# --- the probe in a sweep ----------------------------------------------------------------------------
+
+def test_a_spec_with_a_probe_plans_one_per_pretraining_and_size_and_adds_no_other_key(tmp_path, capsys):
+    """probe: adds a frozen-encoder probe per pre-training and fine-tune size (and random_probe per seed), with
+    keys of their own: the fine-tunes' keys are the same with or without it, so adding it runs only probes."""
+    import yaml
+
+    from mixsweep.cli import main
+    from mixsweep.spec import load_spec
+    from mixsweep.sweep.plan import build_plan, write_plan_inputs, write_spec_data
+    from mixsweep.sweep.store import Store
+    from mixsweep.train.launch import run_local
+    from test_sweep import write_spec
+
+    plain = load_spec(write_spec(tmp_path / "a.yaml", tmp_path / "store", finetune=(0.5, 1.0)))
+    path = write_spec(tmp_path / "b.yaml", tmp_path / "store", finetune=(0.5, 1.0), baselines=["random_probe"],
+                      probe={"epochs": 1, "batch_size": 16, "warmup_epochs": 0, "blr": 0.3, "weight_decay": 0.0},
+                      effect={"method": "probe", "direction": "increase"})
+    spec = load_spec(path)
+    store = Store(spec.storage)
+    write_spec_data(spec, store)
+    before = {(s.kind, s.method, s.animal_fraction, s.finetune_fraction): s.key for s in build_plan(plain, store).stages}
+    plan = build_plan(spec, store)
+    after = {(s.kind, s.method, s.animal_fraction, s.finetune_fraction): s for s in plan.stages}
+    assert {k: after[k].key for k in before} == before  # nothing that ran before runs again
+    probes = [s for s in plan.stages if s.method == "probe"]
+    pre = {s.key for s in plan.stages if s.kind == "pretrain"}
+    assert len(probes) == 2 * 2 and {s.parent for s in probes} == pre  # 2 fractions x 2 sizes
+    assert all(s.job.head == "probe" and s.job.recipe.epochs == 1 and s.job_type == "probe" for s in probes)
+    assert all(s.job.init_checkpoint == store.checkpoint(s.parent) for s in probes)
+    (rand,) = [s for s in plan.stages if s.method == "random_probe" and s.finetune_fraction == 1.0]
+    assert rand.parent is None and rand.job.model == "scratch" and rand.job.head == "probe"
+    assert rand.run_name == "base random_probe n1.00 s0" and probes[0].run_name.startswith("probe f")
+    assert len({s.key for s in plan.stages}) == len(plan.stages)
+    assert spec.effect.design().scratch == "random_probe"
+    # The planned job runs as it is (random features: no parent needed).
+    write_plan_inputs(plan, store)
+    result = run_local(rand.job.model_copy(update={"tracking": None}))
+    assert 0.0 <= result.metrics["test_iou_binary"] <= 1.0
+    # A probe baseline or endpoint without a probe recipe is one line.
+    bad = yaml.safe_load(path.read_text())
+    del bad["probe"]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(bad))
+    assert main(["plan", str(tmp_path / "c.yaml")]) == 2
+    assert "baselines: random_probe needs a probe: section" in capsys.readouterr().err
+
+
+def test_the_effect_of_a_probe_endpoint_reads_the_probes():
+    import pandas as pd
+
+    from mixsweep.report.analyze import EffectDesign, effect, paper_table
+
+    rows = []
+    for seed in range(4):
+        for f in (0.0, 1.0):
+            rows.append({"kind": "finetune", "method": "probe", "status": "done", "seed": seed, "animal_fraction": f,
+                         "finetune_fraction": 1.0, "test_iou_binary": 0.4 + 0.1 * f + 0.01 * seed})
+            rows.append({"kind": "finetune", "method": "mae", "status": "done", "seed": seed, "animal_fraction": f,
+                         "finetune_fraction": 1.0, "test_iou_binary": 0.6 - 0.01 * f * seed})
+        rows.append({"kind": "finetune", "method": "random_probe", "status": "done", "seed": seed,
+                     "animal_fraction": float("nan"), "finetune_fraction": 1.0, "test_iou_binary": 0.35})
+    results = pd.DataFrame(rows)
+    entries = effect(results, EffectDesign(method="probe", direction="increase", scratch="random_probe"))
+    primary, transfer = entries[0], entries[-1]
+    assert primary["method"] == "probe" and primary["diff"] == pytest.approx(0.1) and primary["effect"] == "detected"
+    assert transfer["role"] == "transfer" and transfer["compared"] == "random_probe"
+    assert transfer["diff"] == pytest.approx(0.5 + 0.015 - 0.35)
+    (mae,) = [e for e in effect(results, EffectDesign(direction="increase")) if e["role"] == "primary"]
+    assert mae["method"] == "mae" and mae["diff"] == pytest.approx(-0.015)
+    labels = list(paper_table(results)["method"])
+    assert labels.index("Probe, random encoder") < labels.index("Probe F=0.00") < labels.index("Finetuned F=0.00")

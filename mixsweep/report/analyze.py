@@ -26,9 +26,11 @@ from scipy import stats
 METRICS = {"test_iou_binary": "IoU (binary)", "test_miou": "mIoU", "test_accuracy": "accuracy", "test_loss": "loss"}
 
 # Table order and labels; MAE fine-tunes come after the baselines, as in the paper.
-METHOD_ORDER = {"resnet18": 0, "resnet50": 1, "supervised_mae": 2, "mae": 3}
-METHOD_LABELS = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "supervised_mae": "Supervised MAE"}
-BASELINES = ("resnet18", "resnet50", "supervised_mae")
+METHOD_ORDER = {"resnet18": 0, "resnet50": 1, "supervised_mae": 2, "random_probe": 3, "probe": 4, "mae": 5}
+METHOD_LABELS = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "supervised_mae": "Supervised MAE",
+                 "random_probe": "Probe, random encoder"}
+BASELINES = ("resnet18", "resnet50", "supervised_mae", "random_probe")
+FRACTION_METHODS = ("mae", "probe")  # methods with a pre-training, so an animal fraction
 
 # Fractions are floats that went through JSON; round before grouping so 0.1+0.2 and 0.3 are one group.
 _ROUND = 6
@@ -186,7 +188,7 @@ def aggregate(results: pd.DataFrame, metric: str, ci: float = 0.95) -> pd.DataFr
     df = finetunes(results, metric)
     out = []
     for (method, ft), grp in df.groupby(["method", "finetune_fraction"], dropna=False, sort=False):
-        if method != "mae":
+        if method not in FRACTION_METHODS:
             grp = grp.assign(animal_fraction=np.nan)
         values, fracs = seed_matrix(grp, metric)
         mean, low, high = t_intervals(values, ci)
@@ -229,11 +231,11 @@ def curve_lines(results: pd.DataFrame, metric: str = "test_iou_binary", ci: floa
     ends = (float(span.min()), float(span.max())) if not span.empty else (0.0, 1.0)
     rows = []
     for _, a in agg.iterrows():
-        label = "MAE" if a["method"] == "mae" else METHOD_LABELS.get(a["method"], a["method"])
+        label = {"mae": "MAE", "probe": "Probe"}.get(a["method"]) or METHOD_LABELS.get(a["method"], a["method"])
         point = {"line": f"{label}, fine-tune {a['finetune_fraction']:g}", "method": a["method"],
                  "finetune_fraction": a["finetune_fraction"], metric: a["mean"], "ci_low": a["ci_low"],
                  "ci_high": a["ci_high"], "n_seeds": a["n_seeds"]}
-        xs = [a["animal_fraction"]] if a["method"] == "mae" else sorted(set(ends))
+        xs = [a["animal_fraction"]] if a["method"] in FRACTION_METHODS else sorted(set(ends))
         rows += [{**point, "animal_fraction": x} for x in xs]
     return pd.DataFrame(rows, columns=cols)
 
@@ -261,7 +263,7 @@ DIRECTIONS = ("increase", "decrease", "two-sided")
 class EffectDesign:
     """The effect test, declared before the results are looked at (a spec's `effect:` section).
 
-    The primary endpoint is `metric` of the MAE fine-tunes at fine-tune size `finetune_fraction` (None: the
+    The primary endpoint is `metric` of `method`'s stages (MAE fine-tunes, or probes) at fine-tune size `finetune_fraction` (None: the
     largest in the results), compared between the animal fractions `fractions` (None: the lowest and the
     highest run) by a paired t-test over seeds, one-sided in `direction` (`increase`: the metric rises with the
     animal fraction) or `two-sided`, at level `alpha`. Only the primary endpoint gives the verdict; every other
@@ -270,6 +272,7 @@ class EffectDesign:
     initialisation."""
 
     metric: str = "test_iou_binary"
+    method: str = "mae"  # whose metric: the end-to-end fine-tunes ("mae") or the frozen-encoder probes ("probe")
     finetune_fraction: float | None = None
     direction: str = "two-sided"
     alpha: float = 0.05
@@ -344,13 +347,14 @@ def effect(results: pd.DataFrame, design: EffectDesign | None = None, ci: float 
     metrics = [design.metric] + [m for m in METRICS if m != design.metric]
     cols = [c for c in (*EFFECT_COLUMNS, *metrics) if c in results]
     finished = finetunes(results[cols])
-    sizes = sorted(set(finished.loc[finished["method"] == "mae", "finetune_fraction"].dropna()), key=lambda f: -f)
+    method = design.method
+    sizes = sorted(set(finished.loc[finished["method"] == method, "finetune_fraction"].dropna()), key=lambda f: -f)
     primary_ft = design.finetune_fraction if design.finetune_fraction is not None else (sizes[0] if sizes else None)
     out = []
     for metric in metrics:
         if metric not in results:
             continue
-        lost = diverged_points(results[cols], metric)
+        lost = diverged_points(results[cols], metric, method)
         ft_sizes = sorted(set(sizes) | {f for f in lost if f is not None}, key=lambda f: -f)
         for ft in ft_sizes:
             role = "primary" if metric == design.metric and _same(ft, primary_ft) else "secondary"
@@ -383,10 +387,11 @@ def _judge(entry: dict, p: float, alpha: float) -> None:
 def _fraction_test(finished: pd.DataFrame, metric: str, ft: float, design: EffectDesign, role: str,
                    ci: float) -> dict:
     """One (metric, fine-tune size) entry of `effect`, judged on its own p (the caller re-judges secondaries)."""
-    grp = finished[(finished["method"] == "mae") & np.isclose(finished["finetune_fraction"], ft)
+    grp = finished[(finished["method"] == design.method) & np.isclose(finished["finetune_fraction"], ft)
                    & np.isfinite(finished[metric])]
     values, fracs = seed_matrix(grp, metric)
-    entry = {"role": role, "metric": metric, "finetune_fraction": float(ft), "ci_level": ci, "alpha": design.alpha,
+    entry = {"role": role, "metric": metric, "method": design.method, "finetune_fraction": float(ft), "ci_level": ci,
+             "alpha": design.alpha,
              "declared": design.direction if role == "primary" else "two-sided"}
     if design.fractions is not None:
         lo_f, hi_f = (float(f) for f in design.fractions)
@@ -422,7 +427,7 @@ def _transfer(finished: pd.DataFrame, design: EffectDesign, ft: float | None, ci
     if ft is None or design.metric not in finished:
         return None
     at = finished[np.isclose(finished["finetune_fraction"], ft) & np.isfinite(finished[design.metric])]
-    mae = at[at["method"] == "mae"]
+    mae = at[at["method"] == design.method]
     if mae.empty:
         return None
     high = float(design.fractions[1]) if design.fractions is not None else float(mae["animal_fraction"].max())
@@ -443,14 +448,15 @@ def _transfer(finished: pd.DataFrame, design: EffectDesign, ft: float | None, ci
     return entry
 
 
-def diverged_points(results: pd.DataFrame, metric: str = "test_iou_binary") -> dict[float | None, set[tuple[float, int]]]:
-    """fine-tune fraction -> the (animal fraction, seed) MAE points lost to divergence: a diverged fine-tune, a
-    finished one whose `metric` is not finite, or (under key None: every fine-tune size) a diverged
+def diverged_points(results: pd.DataFrame, metric: str = "test_iou_binary",
+                    method: str = "mae") -> dict[float | None, set[tuple[float, int]]]:
+    """fine-tune fraction -> the (animal fraction, seed) points of `method` lost to divergence: a diverged
+    fine-tune, a finished one whose `metric` is not finite, or (under key None: every fine-tune size) a diverged
     pre-training."""
     df = clean(results)
     if metric not in df:
         df[metric] = np.nan
-    ft = df[(df["kind"] == "finetune") & (df["method"] == "mae")]
+    ft = df[(df["kind"] == "finetune") & (df["method"] == method)]
     bad = ft[(ft["status"] == "diverged") | ((ft["status"] == "done") & ~np.isfinite(ft[metric]))]
     out: dict[float, set] = {}
     for f, a, seed in zip(bad["finetune_fraction"], bad["animal_fraction"], bad["seed"]):
@@ -570,6 +576,8 @@ def _fmt(mean: float, half: float, digits: int) -> str:
 def method_label(method: str, animal_fraction: float) -> str:
     if method == "mae":
         return f"Finetuned F={animal_fraction:.2f}"
+    if method == "probe":
+        return f"Probe F={animal_fraction:.2f}"
     return METHOD_LABELS.get(method, method)
 
 

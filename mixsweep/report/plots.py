@@ -16,8 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from mixsweep.report.analyze import (METHOD_LABELS, METRICS, EffectDesign, aggregate, clean, effect, effect_sentence, finetunes,
-                                     fits, seed_matrix, t_intervals)
+from mixsweep.report.analyze import (FRACTION_METHODS, METHOD_LABELS, METRICS, EffectDesign, aggregate, clean,
+                                     effect, effect_sentence, finetunes, fits, seed_matrix, t_intervals)
 
 DPI = 110
 BASELINE_STYLE = {"resnet18": dict(color="0.3", linestyle=(0, (3, 2))),
@@ -72,7 +72,7 @@ def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path
         if fit is not None and fit.kind != "constant":
             xs = np.linspace(lo_x, hi_x, 101)
             ax.plot(xs, fit.predict(xs), "--", color=color, linewidth=1, label=f"{fit.kind} fit, fine-tune {ft:g}")
-        base = agg[(agg["method"] != "mae") & np.isclose(agg["finetune_fraction"], ft)]
+        base = agg[~agg["method"].isin(FRACTION_METHODS) & np.isclose(agg["finetune_fraction"], ft)]
         for _, b in base.iterrows():
             style = dict(BASELINE_STYLE.get(b["method"], dict(color="0.4", linestyle=":")))
             # Colour ties a baseline to its fine-tune fraction when there are several.

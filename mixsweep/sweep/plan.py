@@ -30,7 +30,7 @@ from mixsweep.errors import MixsweepError
 from mixsweep.files import write_text_atomic
 from mixsweep.hashing import content_key
 from mixsweep.provenance import CODE_VERSION
-from mixsweep.sweep.stages import BASELINE_METHODS, Plan, Stage
+from mixsweep.sweep.stages import BASELINE_METHODS, PROBE_METHODS, Plan, Stage
 from mixsweep.sweep.store import Store
 from mixsweep.tables import write_table
 from mixsweep.train.config import (FinetuneData, FinetuneJob, PretrainData, PretrainJob, RunSettings,
@@ -102,7 +102,7 @@ def _synth_tag(synth) -> str:
 
 def spec_digest(spec) -> str:
     """Everything in a spec that decides its stage keys (not its name, resources or W&B settings)."""
-    fields = ("grid", "baselines", "data", "preset", "head", "mixture", "pretrain", "finetune")
+    fields = ("grid", "baselines", "data", "preset", "head", "mixture", "pretrain", "finetune", "probe")
     return content_key({**spec.model_dump(mode="json", include=set(fields)), "code": CODE_VERSION,
                         "synth": _synth_tag(spec.data.synth)})
 
@@ -192,7 +192,7 @@ class _Grid:
         """Give `stage` its job: data, recipe, resources, run settings and W&B run, once."""
         spec = self.spec
         scaling = spec.resources.pretrain if stage.kind == "pretrain" else spec.resources.finetune
-        recipe = spec.pretrain if stage.kind == "pretrain" else spec.finetune
+        recipe = spec.pretrain if stage.kind == "pretrain" else finetune_recipe(spec, stage.method)
         job = job_type(preset=spec.preset, seed=stage.seed, scaling=scaling, run=self.run_settings(stage.key),
                        data=data, recipe=recipe, **extra)
         stage.job = job.model_copy(update={"tracking": self.tracking(stage, job)})
@@ -250,6 +250,9 @@ def build_plan(spec, store: Store) -> Plan:
             for s in spec.grid.finetune_fractions:
                 plan.stages.append(_finetune_stage(grid, FinetunePoint("mae", key, seed, fraction, s,
                                                                        subsets[(seed, s)])))
+                if spec.probe is not None:
+                    plan.stages.append(_finetune_stage(grid, FinetunePoint("probe", key, seed, fraction, s,
+                                                                           subsets[(seed, s)])))
         if spec.grid.baseline_seeds is None or seed in spec.grid.baseline_seeds:
             for baseline in spec.baselines:
                 for s in spec.grid.finetune_fractions:
@@ -279,24 +282,29 @@ def _pretrain_stage(grid: _Grid, plan: Plan, mix: pa.Table, seed: int, fraction:
     return key
 
 
+def finetune_recipe(spec, method: str):
+    """The recipe of a fine-tune stage: the spec's probe recipe for a probe, else its fine-tune recipe."""
+    return spec.probe if method in PROBE_METHODS else spec.finetune
+
+
 def _finetune_stage(grid: _Grid, point: FinetunePoint) -> Stage:
     spec, store = grid.spec, grid.store
+    recipe = finetune_recipe(spec, point.method)
+    head = "probe" if point.method in PROBE_METHODS else spec.head
     key = "ft-" + content_key({"kind": "finetune", "parent": point.parent or BASELINE_METHODS[point.method],
                                "subset": _digest(point.names), "eval": grid.eval_digest, "preset": spec.preset,
-                               "head": spec.head, "recipe": spec.finetune.model_dump(mode="json"),
+                               "head": head, "recipe": recipe.model_dump(mode="json"),
                                "seed": point.seed, "pack_size": spec.mixture.pack_size, "code": CODE_VERSION})
     data = FinetuneData(manifest=grid.manifest_path, pets_root=grid.paths.pets_root, cache=store.root / "cache",
                         pack_size=spec.mixture.pack_size, finetune_fraction=point.finetune_fraction,
                         subset_seed=point.seed)
-    mae = point.method == "mae"
+    pretrained = point.parent is not None
     stage = Stage(key, "finetune", point.method, point.seed, point.animal_fraction, point.finetune_fraction,
-                  point.parent, spec.preset, spec.finetune.epochs, n_images=len(point.names),
-                  schedule=spec.finetune.schedule)
-    if spec.finetune.schedule == "fixed_steps":  # every size trains one full-size epoch's steps per epoch
-        batch = spec.finetune.batch_size
-        stage.epoch_images = max(1, grid.n_full // batch) * batch
-    extra = {"model": "mae" if mae else BASELINE_METHODS[point.method], "head": spec.head}
-    if mae:
+                  point.parent, spec.preset, recipe.epochs, n_images=len(point.names), schedule=recipe.schedule)
+    if recipe.schedule == "fixed_steps":  # every size trains one full-size epoch's steps per epoch
+        stage.epoch_images = max(1, grid.n_full // recipe.batch_size) * recipe.batch_size
+    extra = {"model": "mae" if pretrained else BASELINE_METHODS[point.method], "head": head}
+    if pretrained:
         extra["init_checkpoint"] = store.checkpoint(point.parent)
     return grid.finish(stage, FinetuneJob, data, **extra)
 

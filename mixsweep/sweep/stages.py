@@ -12,9 +12,15 @@ from mixsweep.train.config import FinetuneJob, PretrainJob
 # Seconds per image of one train step on one H200 at ViT-B/16 (reference MAE bf16 eager 3,460 img/s; full-token
 # ViT-B step 2,559 img/s; ResNet-50 4,646 img/s). Other presets scale by FLOPs per image.
 SECONDS_PER_IMAGE = {"pretrain": 1 / 3460, "mae": 1 / 2559, "supervised_mae": 1 / 2559, "resnet50": 1 / 4646,
-                     "resnet18": 1 / (4646 * 2.2)}  # ResNet-18: 1.8 vs 4.1 GFLOP forward at 224 px
+                     "resnet18": 1 / (4646 * 2.2),  # ResNet-18: 1.8 vs 4.1 GFLOP forward at 224 px
+                     # a probe runs the encoder forward only (no backward, no decoder): about a third of a step
+                     "probe": 1 / (3 * 2559), "random_probe": 1 / (3 * 2559)}
 PRESET_COST = {"base": 1.0, "small": 0.27, "tiny": 0.0011}  # FLOPs per image relative to base (benchmark)
-BASELINE_METHODS = {"supervised_mae": "scratch", "resnet50": "resnet50", "resnet18": "resnet18"}
+BASELINE_METHODS = {"supervised_mae": "scratch", "resnet50": "resnet50", "resnet18": "resnet18",
+                    "random_probe": "scratch"}
+# The frozen-encoder probes (FinetuneJob head "probe"): of a pre-training ("probe") or of random weights.
+PROBE_METHODS = ("probe", "random_probe")
+FRACTION_METHODS = ("mae", "probe")  # fine-tunes of a pre-training: they have an animal fraction
 # What a finished stage must have finite: a NaN or an infinity there means its weights went non-finite.
 ENDPOINTS = {"pretrain": ("train_loss",), "finetune": ("train_loss", "test_loss", "test_iou_binary")}
 
@@ -46,7 +52,9 @@ class Stage:
 
     @property
     def job_type(self) -> str:
-        return "pretrain" if self.kind == "pretrain" else "finetune" if self.method == "mae" else "baseline"
+        if self.kind == "pretrain":
+            return "pretrain"
+        return "finetune" if self.method == "mae" else "probe" if self.method in PROBE_METHODS else "baseline"
 
     def gpu_hours(self) -> float:
         per = SECONDS_PER_IMAGE["pretrain" if self.kind == "pretrain" else self.method]
@@ -73,8 +81,9 @@ class Stage:
         """The W&B run name: `pre f0.50 s0`, `ft f0.50 n0.25 s0`, `base resnet18 n1.00 s0`."""
         if self.kind == "pretrain":
             return f"pre f{self.animal_fraction:.2f} s{self.seed}"
-        if self.method == "mae":
-            return f"ft f{self.animal_fraction:.2f} n{self.finetune_fraction:.2f} s{self.seed}"
+        if self.method in FRACTION_METHODS:
+            what = "ft" if self.method == "mae" else "probe"
+            return f"{what} f{self.animal_fraction:.2f} n{self.finetune_fraction:.2f} s{self.seed}"
         return f"base {self.method} n{self.finetune_fraction:.2f} s{self.seed}"
 
     @property
@@ -92,8 +101,9 @@ class Stage:
         """The stage on the terminal: `pretrain F=0.50 seed 0`, `finetune F=0.50 s=0.25 seed 0`."""
         if self.kind == "pretrain":
             return f"pretrain F={self.animal_fraction:.2f} seed {self.seed}"
-        what = f"F={self.animal_fraction:.2f}" if self.method == "mae" else self.method
-        return f"finetune {what} s={self.finetune_fraction:.2f} seed {self.seed}"
+        what = f"F={self.animal_fraction:.2f}" if self.method in FRACTION_METHODS else self.method
+        verb = "probe" if self.method == "probe" else "finetune"
+        return f"{verb} {what} s={self.finetune_fraction:.2f} seed {self.seed}"
 
     def wandb_inputs(self, mixture: Path) -> dict:
         """The W&B artifacts a stage reads: a pre-training its mixture's image list (a dataset artifact by
