@@ -17,12 +17,13 @@ from mixsweep.files import write_text_atomic
 from mixsweep.tables import write_table
 
 # file name -> what draws it (results, histories, path)
+# (results, histories, path, effect design) -> path
 _PLOTS: dict[str, Callable] = {
-    "iou_vs_fraction.png": lambda r, h, p: plots.plot_metric_vs_fraction(r, "test_iou_binary", p),
-    "miou_vs_fraction.png": lambda r, h, p: plots.plot_metric_vs_fraction(r, "test_miou", p),
-    "accuracy_vs_fraction.png": lambda r, h, p: plots.plot_metric_vs_fraction(r, "test_accuracy", p),
-    "curves.png": lambda r, h, p: plots.plot_curves(r, h, p),
-    "pretrain_loss.png": lambda r, h, p: plots.plot_pretrain_loss(r, h, p),
+    "iou_vs_fraction.png": lambda r, h, p, d: plots.plot_metric_vs_fraction(r, "test_iou_binary", p, d),
+    "miou_vs_fraction.png": lambda r, h, p, d: plots.plot_metric_vs_fraction(r, "test_miou", p, d),
+    "accuracy_vs_fraction.png": lambda r, h, p, d: plots.plot_metric_vs_fraction(r, "test_accuracy", p, d),
+    "curves.png": lambda r, h, p, d: plots.plot_curves(r, h, p),
+    "pretrain_loss.png": lambda r, h, p, d: plots.plot_pretrain_loss(r, h, p),
 }
 
 _KEY_METRICS = ("train_loss", "val_loss", "test_loss", "test_iou_binary", "test_miou", "test_accuracy")
@@ -212,7 +213,7 @@ def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_di
     for name, draw in _PLOTS.items():
         target = out_dir / name
         try:
-            paths[name] = draw(results, histories, target)
+            paths[name] = draw(results, histories, target, design)
             plot_lines.append(f"![{name}]({name})")
         except plots.NothingToPlot as e:
             target.unlink(missing_ok=True)      # never leave a stale plot from an earlier report

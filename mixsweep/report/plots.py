@@ -6,6 +6,7 @@ nothing to draw raises NothingToPlot, which the report builder turns into a line
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def _label(metric: str) -> str:
     return METRICS.get(metric, metric.replace("_", " "))
 
 
-def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path) -> Path:
+def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path,
+                            design: EffectDesign | None = None) -> Path:
     """Test `metric` against animal fraction: per fine-tune fraction the seed mean with its 95% Student-t CI
     band over seeds, the fitted curve dashed, and the baselines at that fine-tune fraction as horizontal lines;
     the effect sentence (analyze.effect_sentence) as the subtitle."""
@@ -55,8 +57,11 @@ def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path
     if mae.empty:
         raise NothingToPlot(f"no finished MAE fine-tunes with {metric}")
     curve_fits = fits(results, metric)
-    subtitle = textwrap.fill(effect_sentence(effect(results, EffectDesign(metric=metric)), metric, secondary=False),
-                             width=110)
+    # The declared test when `metric` is its endpoint; else the same design, two-sided, on this metric.
+    declared = design or EffectDesign()
+    if declared.metric != metric:
+        declared = dataclasses.replace(declared, metric=metric, direction="two-sided")
+    subtitle = textwrap.fill(effect_sentence(effect(results, declared), metric, secondary=False), width=110)
     fig, (ax,) = _figure(1, width=6.5, height=4.5 + 0.12 * subtitle.count("\n"))
     cmap = colormaps["tab10"]
     lo_x, hi_x = float(mae["animal_fraction"].min()), float(mae["animal_fraction"].max())
