@@ -127,6 +127,20 @@ def copy_atomic(src: Path | str, dest: Path | str) -> Path:
     return Path(dest)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host: the owner of a temporary name or a claim left behind is gone
+    only if not."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def check_writable(folder: Path | str, what: str) -> Path:
     """Create `folder` if needed and write and remove a probe file there; `what` names it in the one-line error
     (e.g. 'storage', 'run.storage')."""

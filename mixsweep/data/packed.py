@@ -50,6 +50,7 @@ from PIL import Image
 
 from mixsweep.data.imread import ImageReadError, describe_quirks, read_label_png, read_rgb_image, to_rgb
 from mixsweep.errors import MixsweepError
+from mixsweep.files import process_alive
 from mixsweep.hashing import content_key
 
 PACK_VERSION = 2  # 2: rows.parquet gains `source`, so later packs can copy rows instead of decoding
@@ -310,18 +311,6 @@ class PackedSet:
         return int(self.meta["n"])
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
 def _clear_orphans(cache_root: Path) -> None:
     """Remove temporary folders of builds on this host whose process is gone (killed, or crashed before this
     code cleaned up after itself), so their space counts as free again. A live process's folder is its
@@ -336,7 +325,7 @@ def _clear_orphans(cache_root: Path) -> None:
             pid = parts[2]
         else:
             continue
-        if pid.isdigit() and not _pid_alive(int(pid)) and folder.is_dir():
+        if pid.isdigit() and not process_alive(int(pid)) and folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
 
 

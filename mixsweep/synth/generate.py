@@ -14,7 +14,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from mixsweep.errors import MixsweepError
-from mixsweep.files import write_text_atomic
+from mixsweep.files import process_alive, write_text_atomic
 from mixsweep.synth.coco import write_coco
 from mixsweep.synth.jobs import open_pool
 from mixsweep.synth.output import GENERATOR_NAME, GENERATOR_VERSION, MARKER, SCALES, WRITING, SynthPaths
@@ -46,16 +46,6 @@ def _writer(root: Path) -> dict | None:
     return claim
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
 def _check_ownership(root: Path) -> None:
     """Refuse unless everything write_synth would replace under `root` is its own: a complete set (the stamp),
     a write that was killed (the claim, its process gone), or nothing at all. Never deletes user data."""
@@ -73,7 +63,7 @@ def _check_ownership(root: Path) -> None:
             raise MixsweepError(f"{root}: synthetic data is being written there from host {host} (process {pid}), "
                                 f"or that write was interrupted; wait for it, or delete {root} and run again")
         # This process's own claim is a write of its own that failed (write_synth does not run in threads).
-        if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+        if isinstance(pid, int) and pid != os.getpid() and process_alive(pid):
             raise MixsweepError(f"{root}: synthetic data is being written there by process {pid}; "
                                 "wait for it to finish")
         return  # killed mid-write: its files are redone
