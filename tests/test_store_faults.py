@@ -109,6 +109,7 @@ def test_a_second_driver_refuses_or_waits_and_a_dead_drivers_lock_is_taken_over(
         assert (store / "driver.lock").is_file()  # left behind by the dead driver
         with Store(store).driver_lock(wait=True, poll_s=0.05, on_wait=waited.append):
             assert json.loads((store / "driver.lock").read_text())["pid"] == os.getpid()
+        assert waited == []  # nobody held it any more: taken over without waiting
     finally:
         holder.kill()
         holder.wait()

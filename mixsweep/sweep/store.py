@@ -64,19 +64,20 @@ def _describe_holder(path: Path) -> str:
         return "another mixsweep run"
 
 
-def record_problem(path: Path, key: str) -> str | None:
-    """Why a stage's result.json / failed.json cannot be trusted, or None (also when there is none)."""
+def read_record(path: Path, key: str) -> tuple[dict | None, str | None]:
+    """A stage's result.json / failed.json and why it cannot be trusted: (record, None), (None, problem), or
+    (None, None) when there is none."""
     if not path.is_file():
-        return None
+        return None, None
     try:
         record = json.loads(path.read_bytes())
     except (OSError, ValueError) as e:  # ValueError covers JSON and UTF-8 errors
-        return f"unreadable ({e})"
+        return None, f"unreadable ({e})"
     if not isinstance(record, dict):
-        return "not a JSON object"
+        return None, "not a JSON object"
     if record.get("key") != key:
-        return f"its key {str(record.get('key'))[:40]!r} is not its folder's"
-    return None
+        return None, f"its key {str(record.get('key'))[:40]!r} is not its folder's"
+    return record, None
 
 
 def file_sha256(path: Path) -> str:
@@ -165,9 +166,9 @@ class Store:
 
     def _record(self, key: str, name: str) -> dict | None:
         path = self.stage_dir(key) / name
-        problem = record_problem(path, key)
+        record, problem = read_record(path, key)
         if problem is None:
-            return json.loads(path.read_bytes()) if path.is_file() else None
+            return record
         warnings.warn(f"{path}: {problem}; the stage counts as not done (`mixsweep run` moves the file aside "
                       f"as {name}{CORRUPT} and trains it again)", stacklevel=3)
         return None
@@ -180,7 +181,7 @@ class Store:
         for folder in sorted(stages.iterdir()) if stages.is_dir() else []:
             for name in (RESULT, FAILED):
                 path = folder / name
-                problem = record_problem(path, folder.name)
+                _, problem = read_record(path, folder.name)
                 if problem is not None:
                     path.replace(path.with_name(name + CORRUPT))
                     warnings.warn(f"{path}: {problem}; moved aside as {name}{CORRUPT}, the stage runs again",
