@@ -1,0 +1,27 @@
+"""Probe variants on finished pilot stores: which part of the probe's F1-F0 noise is the probe's own."""
+import sys, json, os
+from pathlib import Path
+os.chdir("/tmp/pilot2")
+from mixsweep.demo import demo_spec
+from mixsweep.sweep.plan import build_plan
+from mixsweep.sweep.store import Store
+from mixsweep.train.launch import run_local
+spec_file, ws, variant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+spec, _ = demo_spec("planted", ws, Path(spec_file))
+plan = build_plan(spec, Store(spec.storage))
+out = Path(f"/tmp/pilot2/var-{spec.name}-{variant}.jsonl")
+done = {json.loads(l)["key"] for l in out.open()} if out.exists() else set()
+for st in plan.stages:
+    if st.method not in ("probe", "random_probe") or st.key in done:
+        continue
+    job = st.job
+    if variant == "full":   # probe trained on all 252 train pets
+        job = job.model_copy(update={"data": job.data.model_copy(update={"finetune_fraction": 1.0})})
+    elif variant.startswith("pseed"):  # same subset, another probe init / order
+        job = job.model_copy(update={"seed": 1000 + int(variant[5:]), "data": job.data.model_copy(update={"subset_seed": st.seed})})
+    elif variant == "long":
+        job = job.model_copy(update={"recipe": job.recipe.model_copy(update={"epochs": 60})})
+    job = job.model_copy(update={"run": job.run.model_copy(update={"name": f"{variant}-{st.key}", "artifacts": f"/tmp/pilot2/var/{spec.name}/{variant}-{st.key}", "storage": f"/tmp/pilot2/var/{spec.name}"}), "tracking": None})
+    m = run_local(job).metrics
+    with out.open("a") as f:
+        f.write(json.dumps({"key": st.key, "method": st.method, "F": st.animal_fraction, "seed": st.seed, "iou": m["test_iou_binary"]}) + "\n")
