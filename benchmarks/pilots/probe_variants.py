@@ -1,7 +1,8 @@
-"""Probe variants on finished pilot stores: which part of the probe's F1-F0 noise is the probe's own."""
+"""Probe variants on a finished pilot store (which part of the probe F1-F0 noise is the probe own); run from the
+folder holding the pilot spec: python probe_variants.py SPEC WORLD_SEED full|long|pseed1|base. Writes var-<name>-<variant>.jsonl."""
 import sys, json, os
 from pathlib import Path
-os.chdir("/tmp/pilot2")
+out_root = Path.cwd()
 from mixsweep.demo import demo_spec
 from mixsweep.sweep.plan import build_plan
 from mixsweep.sweep.store import Store
@@ -9,7 +10,7 @@ from mixsweep.train.launch import run_local
 spec_file, ws, variant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 spec, _ = demo_spec("planted", ws, Path(spec_file))
 plan = build_plan(spec, Store(spec.storage))
-out = Path(f"/tmp/pilot2/var-{spec.name}-{variant}.jsonl")
+out = out_root / (f"var-{spec.name}-{variant}.jsonl")
 done = {json.loads(l)["key"] for l in out.open()} if out.exists() else set()
 for st in plan.stages:
     if st.method not in ("probe", "random_probe") or st.key in done:
@@ -21,7 +22,7 @@ for st in plan.stages:
         job = job.model_copy(update={"seed": 1000 + int(variant[5:]), "data": job.data.model_copy(update={"subset_seed": st.seed})})
     elif variant == "long":
         job = job.model_copy(update={"recipe": job.recipe.model_copy(update={"epochs": 60})})
-    job = job.model_copy(update={"run": job.run.model_copy(update={"name": f"{variant}-{st.key}", "artifacts": f"/tmp/pilot2/var/{spec.name}/{variant}-{st.key}", "storage": f"/tmp/pilot2/var/{spec.name}"}), "tracking": None})
+    job = job.model_copy(update={"run": job.run.model_copy(update={"name": f"{variant}-{st.key}", "artifacts": str(out_root / "var" / spec.name / f"{variant}-{st.key}"), "storage": str(out_root / "var" / spec.name)}), "tracking": None})
     m = run_local(job).metrics
     with out.open("a") as f:
         f.write(json.dumps({"key": st.key, "method": st.method, "F": st.animal_fraction, "seed": st.seed, "iou": m["test_iou_binary"]}) + "\n")
