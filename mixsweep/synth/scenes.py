@@ -12,7 +12,7 @@ from mixsweep.synth.backgrounds import background
 from mixsweep.synth.creatures import draw_creature
 from mixsweep.synth.draw import Pen, camera_finish
 from mixsweep.synth.jobs import stream_rng
-from mixsweep.synth.labels import ANIMAL_IDS, PERSON_ID
+from mixsweep.synth.labels import ANIMAL_IDS, ANIMAL_IMAGE_COUNTS, PERSON_ID
 from mixsweep.synth.looks import coco_look
 from mixsweep.synth.objects import INDOOR_OBJECTS, OBJECTS, PARK_OBJECTS, STREET_OBJECTS
 from mixsweep.synth.output import COCO_KINDS
@@ -122,11 +122,10 @@ def render_coco_scene(seed: int, stream: int, index: int, kind: str) -> Scene:
         raise ValueError(f"unknown COCO scene kind {kind!r}")
     rng = stream_rng(seed, stream, index)
     w, h = int(rng.integers(200, 321)), int(rng.integers(160, 261))
-    animal_cats = ANIMAL_IDS
-
     def pick_animal(exclude: tuple[int, ...] = ()) -> int:
-        choices = [c for c in animal_cats if c not in exclude]
-        return int(choices[rng.integers(len(choices))])
+        choices = [(c, n) for c, n in zip(ANIMAL_IDS, ANIMAL_IMAGE_COUNTS) if c not in exclude]
+        weights = np.array([n for _, n in choices], float)
+        return int(choices[rng.choice(len(choices), p=weights / weights.sum())][0])
 
     if kind == "non_animal":
         setting = ["street", "indoor", "outdoor"][rng.choice(3, p=[0.45, 0.4, 0.15])]
