@@ -1,27 +1,36 @@
 """Hit rates of the demo's declared effect test over world seeds nobody tuned on, with Clopper-Pearson intervals.
 
-Runs `mixsweep demo --world W --world-seed N` for each world (planted, null) and seed, one after another (each
-has its own store under ./runs/), reads the primary test from each report's effect.json, and prints:
+Runs `mixsweep demo --world W --world-seed N` for each world (planted, null) and seed, one world seed at a time, both worlds in step (each
+has its own store under ./runs/), reads the primary test from each report's effect.json, and appends it to a
+record file (default benchmarks/validation.jsonl, committed) with the design's fingerprint: the sha256 of the
+spec and the digest of every result-shaping source file (mixsweep.provenance). Then it prints:
 - per world: detected k of n, with the Clopper-Pearson 95 % interval of the hit rate;
 - per run: the primary test's difference, its CI and p (the null world's p-values are the point of it).
-A run whose report exists is read, not rerun, so an interrupted validation continues where it stopped.
 
-The design is fixed before this runs: tune on world seeds 200-299, validate once on 100-109, change nothing
-after the first look. It takes hours on 2 cores (about 6 minutes a demo) and is not part of `make test`.
+A world seed already in the record is not rerun, so a validation spread over several machines or sessions
+continues where it stopped. A record written for another design is refused: the design is fixed before this
+runs (tune on world seeds 200-299, validate once on 100-109, change nothing after the first look).
+It takes hours on 2 cores and is not part of `make test`.
 
     python benchmarks/validate_demo.py --seeds 100-109            # both worlds
-    python benchmarks/validate_demo.py --seeds 200-204 --worlds planted --spec my-pilot.yaml
+    python benchmarks/validate_demo.py --seeds 200-204 --worlds planted --spec my-pilot.yaml --record /tmp/r.jsonl
+    python benchmarks/validate_demo.py --summary                  # the record's table, running nothing
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
+import time
+from importlib.resources import files
 from pathlib import Path
 
 from scipy import stats
+
+RECORD = Path(__file__).resolve().parent / "validation.jsonl"
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -40,9 +49,52 @@ def seeds(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
 
+def design(spec: Path | None) -> dict:
+    """What the verdict depends on: the spec's bytes and the result-shaping sources."""
+    from mixsweep.provenance import guarded_versions, source_digest
+
+    text = Path(str(files("mixsweep") / "specs" / "demo.yaml")).read_bytes() if spec is None else spec.read_bytes()
+    return {"spec": "mixsweep/specs/demo.yaml" if spec is None else str(spec),
+            "spec_sha256": hashlib.sha256(text).hexdigest()[:16], "sources": source_digest(),
+            **guarded_versions()}
+
+
+def read_record(path: Path, want: dict) -> dict[tuple[str, int], dict]:
+    """The runs already recorded, by (world, world seed); refuses a record of another design."""
+    done = {}
+    if not path.is_file():
+        return done
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row["design"] != want:
+            raise SystemExit(f"{path}:{n}: recorded for design {row['design']}, not {want}: a validation is run "
+                             "once for one frozen design; use another --record for another design")
+        done[(row["world"], row["world_seed"])] = row
+    return done
+
+
 def primary(report: Path) -> dict:
     entries = json.loads((report / "effect.json").read_text())
     return next(e for e in entries if e.get("role") == "primary")
+
+
+def summary(rows: list[dict], worlds: list[str]) -> None:
+    print(f"{'world':8} {'seed':>5} {'diff':>8} {'95% CI':>20} {'p':>8} {'min':>5}  verdict")
+    for r in rows:
+        e = r["primary"]
+        ci = "n/a" if e["ci"][0] is None else f"{e['ci'][0]:+.3f} to {e['ci'][1]:+.3f}"
+        pv = "n/a" if e["p"] is None else f"{e['p']:.3g}"
+        diff = e["diff"] if e["diff"] is not None else float("nan")
+        minutes = "" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f}"
+        print(f"{r['world']:8} {r['world_seed']:5d} {diff:+8.3f} {ci:>20} {pv:>8} {minutes:>5}  "
+              f"{e['effect']}")
+    for world in worlds:
+        hits = [r["primary"]["effect"] == "detected" for r in rows if r["world"] == world]
+        if hits:
+            low, high = clopper_pearson(sum(hits), len(hits))
+            print(f"{world}: detected {sum(hits)} of {len(hits)} (Clopper-Pearson 95 % {low:.2f} to {high:.2f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,37 +102,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=seeds, default=seeds("100-109"), help="world seeds (default 100-109)")
     p.add_argument("--worlds", default="planted,null", help="comma-separated (default planted,null)")
     p.add_argument("--spec", type=Path, default=None, help="a demo spec instead of the packaged one")
-    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--record", type=Path, default=RECORD, help=f"the record file (default {RECORD.name} here)")
+    p.add_argument("--summary", action="store_true", help="print the record's table, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the commands still to run, run nothing")
     args = p.parse_args(argv)
+    worlds = args.worlds.split(",")
+    want = design(args.spec)
+    done = read_record(args.record, want)
     name = "demo"
     if args.spec is not None:
         import yaml
 
         name = yaml.safe_load(args.spec.read_text()).get("name", "demo")
-    rows = []
-    for world in args.worlds.split(","):
-        for seed in args.seeds:
-            report = Path("runs") / f"{name}-{world}-s{seed}" / "reports" / f"{name}-{world}-s{seed}"
-            cmd = [sys.executable, "-m", "mixsweep.cli", "demo", "--world", world, "--world-seed", str(seed)]
-            cmd += ["--spec", str(args.spec)] if args.spec is not None else []
-            if args.dry_run:
-                print(" ".join(cmd))
-                continue
-            if not (report / "effect.json").is_file():
-                subprocess.run(cmd, check=True)
-            rows.append((world, seed, primary(report)))
+    todo = [(w, s) for s in args.seeds for w in worlds if (w, s) not in done]  # planted and null in step
+    for world, seed in ([] if args.summary else todo):
+        cmd = [sys.executable, "-m", "mixsweep.cli", "demo", "--world", world, "--world-seed", str(seed)]
+        cmd += ["--spec", str(args.spec)] if args.spec is not None else []
+        if args.dry_run:
+            print(" ".join(cmd))
+            continue
+        report = Path("runs") / f"{name}-{world}-s{seed}" / "reports" / f"{name}-{world}-s{seed}"
+        t0, wall_s = time.perf_counter(), None
+        if not (report / "effect.json").is_file():
+            subprocess.run(cmd, check=True)
+            wall_s = round(time.perf_counter() - t0, 1)
+        row = {"world": world, "world_seed": seed, "design": want, "primary": primary(report), "wall_s": wall_s,
+               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with args.record.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        done[(world, seed)] = row
     if args.dry_run:
         return 0
-    print(f"{'world':8} {'seed':>5} {'diff':>8} {'95% CI':>20} {'p':>8}  verdict")
-    for world, seed, e in rows:
-        ci = "n/a" if e["ci"][0] is None else f"{e['ci'][0]:+.3f} to {e['ci'][1]:+.3f}"
-        pv = "n/a" if e["p"] is None else f"{e['p']:.3g}"
-        print(f"{world:8} {seed:5d} {e['diff'] if e['diff'] is not None else float('nan'):+8.3f} {ci:>20} {pv:>8}  "
-              f"{e['effect']}")
-    for world in args.worlds.split(","):
-        hits = [e["effect"] == "detected" for w, _, e in rows if w == world]
-        low, high = clopper_pearson(sum(hits), len(hits))
-        print(f"{world}: detected {sum(hits)} of {len(hits)} (Clopper-Pearson 95 % {low:.2f} to {high:.2f})")
+    summary([done[k] for w in worlds for s in sorted({s for (ww, s) in done if ww == w}) for k in [(w, s)]], worlds)
     return 0
 
 

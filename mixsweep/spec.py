@@ -95,7 +95,7 @@ class Grid(_Strict):
     # Each seed's range is checked on the whole list (check_seed), so the error names the axis.
     seeds: list[StrictInt]
     # The baselines' seeds, a subset of `seeds` (None: all of them). A baseline has no animal-fraction axis and
-    # enters no effect interval, so a CPU study can afford fewer of its costly runs.
+    # enters only the transfer interval, so a CPU study can afford fewer of its costly runs.
     baseline_seeds: Optional[list[StrictInt]] = None
 
     @field_validator("animal_fractions", "finetune_fractions", mode="before")

@@ -102,7 +102,9 @@ def test_packaged_demo_spec_from_any_folder(tmp_path, monkeypatch):
     assert where == "mixsweep/specs/demo.yaml"
     assert (null.name, null.storage) == ("demo-null-s3", "runs/demo-null-s3")
     assert (null.data.synth.world, null.data.synth.seed, planted.data.synth.world) == ("null", 3, "planted")
-    assert len(planted.grid.animal_fractions) >= 3 and {0.0, 1.0} <= set(planted.grid.animal_fractions)
-    assert len(planted.grid.seeds) >= 3 and set(planted.baselines) == {"supervised_mae", "resnet18"}
+    assert {0.0, 1.0} <= set(planted.grid.animal_fractions)
+    # the verdict is declared in the spec, and a probe recipe backs the probe endpoint
+    assert (planted.effect.method, planted.effect.direction) == ("probe", "decrease") and planted.probe is not None
+    assert len(planted.grid.seeds) >= 3 and set(planted.baselines) == {"supervised_mae", "random_probe"}
     # Worlds share image ids, so their stage keys must differ by the world itself.
     assert _synth_tag(planted.data.synth) != _synth_tag(demo_spec("null", 0)[0].data.synth)
