@@ -1,6 +1,6 @@
 """Hit rates of the demo's declared effect test over world seeds nobody tuned on, with Clopper-Pearson intervals.
 
-Runs `mixsweep demo --world W --world-seed N` for each world (planted, null) and seed, one world seed at a time, both worlds in step (each
+Runs `mixsweep demo --world W --world-seed N` for each world seed, both worlds (planted, null) in step (each
 has its own store under ./runs/), reads the primary test from each report's effect.json, and appends it to a
 record file (default benchmarks/validation.jsonl, committed) with the design's fingerprint: the sha256 of the
 spec and the digest of every result-shaping source file (mixsweep.provenance). Then it prints:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         done[(world, seed)] = row
     if args.dry_run:
         return 0
-    summary([done[k] for w in worlds for s in sorted({s for (ww, s) in done if ww == w}) for k in [(w, s)]], worlds)
+    summary([done[(w, s)] for w in worlds for s in sorted(s for ww, s in done if ww == w)], worlds)
     return 0
 
 
