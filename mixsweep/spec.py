@@ -286,7 +286,11 @@ class SweepSpec(_Strict):
     mirror: Optional[PathText] = None
     wandb: WandbSettings = WandbSettings()
     effect: EffectSettings = EffectSettings()  # read by the report only: not part of any stage key
-    checkpoint_every: int = Field(5, ge=1)
+    # How often a stage saves a resumable checkpoint: every `checkpoint_every` epochs, or (None) every
+    # `checkpoint_minutes` of training (a lost node costs at most that much of one stage); a finished stage
+    # keeps its weights only.
+    checkpoint_every: Optional[int] = Field(None, ge=1)
+    checkpoint_minutes: float = Field(15.0, gt=0)
     pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end
     max_failures: int = Field(1, ge=0)
 

@@ -177,6 +177,15 @@ def test_sweep_runs_every_stage_once_and_logs_it(ray_local, swept):
     from mixsweep.sweep.run import overhead_line
 
     assert overhead_line(store, list(rows["key"])).startswith("median overhead ")
+    # The loop's parts the cost model calibrates on, each inside the loop's time.
+    parts = rows[["first_step_s", "eval_s", "checkpoint_s"]]
+    assert (parts > 0).all().all() and (parts.sum(axis=1) < rows["loop_s"]).all()
+    # A finished stage keeps one checkpoint, its weights only, and no half-written folder.
+    from mixsweep.train.loop import load_state
+
+    for key in rows["key"]:
+        (folder,) = [p for p in (store.train_dir() / key).iterdir() if p.name.startswith(("checkpoint_", ".staging"))]
+        assert folder.name.startswith("checkpoint_") and "optimizer" not in load_state(folder), key
     assert (rows["kind"] == "pretrain").sum() == 2 and (rows["kind"] == "finetune").sum() == 4
     # Both pre-trainings read one pack of the grid's union; the fine-tunes one Pet pack.
     assert len(packs(store)) == 2
@@ -259,6 +268,11 @@ def _files(root) -> dict[str, tuple[int, int]]:
             if p.relative_to(root).parts[0] != "wandb"}
 
 
+def _device(root) -> str:
+    (device,) = set(Store(root / "store").results_frame()["device"])
+    return device
+
+
 def test_plan_is_a_dry_run(swept, tmp_path, capsys):
     """`mixsweep plan` reads the data and the store and writes nothing: not into a store that ran, and not even
     the folder of one that does not exist yet (its synthetic world is generated elsewhere and removed)."""
@@ -268,12 +282,28 @@ def test_plan_is_a_dry_run(swept, tmp_path, capsys):
     before = _files(root / "store")
     assert main(["plan", str(path), "--format", "json"]) == 0
     assert _files(root / "store") == before
-    statuses = {s["key"]: s["status"] for s in json.loads(capsys.readouterr().out)["stages"]}
+    ran = json.loads(capsys.readouterr().out)
+    statuses = {s["key"]: s["status"] for s in ran["stages"]}
     assert {k: statuses[k] for k in (s.key for s in plan.stages)} == {s.key: "done" for s in plan.stages}
+    # Costs come from the stages the store holds, per method: measured loop, its parts and the overhead.
+    assert sorted(ran["totals"]["cost_sources"]) == [
+        "2 stages: pretrain tiny: measured on 2 finished stages (" + _device(root) + ")",
+        "4 stages: mae tiny: measured on 4 finished stages (" + _device(root) + ")"]
+    estimated = sum(r["gpu_hours"] * 3600 for r in ran["stages"])
+    measured = sum(Store(root / "store").result(k)["stage_wall_s"] for k in statuses)
+    assert 0.5 < estimated / measured < 2  # sums of medians against the sum: same stages, same machine
+    from mixsweep.sweep.cost import estimate
+    from mixsweep.sweep.run import estimate_line
+
+    store = Store(root / "store")
+    line = estimate_line(store, list(statuses), estimate(plan, load_spec(path), store).total(statuses))
+    assert line.startswith("6 of 6 stages ran for ") and "estimated before the run" in line
     fresh = write_spec(tmp_path / "fresh.yaml", tmp_path / "new-store")
     assert main(["plan", str(fresh), "--format", "json"]) == 0
     assert not (tmp_path / "new-store").exists()
-    rows = json.loads(capsys.readouterr().out)["stages"]
+    out = json.loads(capsys.readouterr().out)
+    rows = out["stages"]
+    assert all("reference rates" in line for line in out["totals"]["cost_sources"])
     assert [r["key"] for r in rows] == [s.key for s in plan.stages]  # keys do not depend on where data lie
     assert {r["status"] for r in rows} == {"pending"}
 

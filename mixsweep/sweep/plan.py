@@ -30,6 +30,7 @@ from mixsweep.errors import MixsweepError
 from mixsweep.files import write_text_atomic
 from mixsweep.hashing import content_key
 from mixsweep.provenance import CODE_VERSION
+from mixsweep.sweep.cost import CostModel
 from mixsweep.sweep.stages import BASELINE_METHODS, PROBE_METHODS, Plan, Stage
 from mixsweep.sweep.store import Store
 from mixsweep.tables import write_table
@@ -171,11 +172,13 @@ class _Grid:
     eval_digest: str  # the Pet val/test images, and the synthetic world if any
     data_tag: str
     n_full: int  # images in the full fine-tune split
+    n_val: int  # Pet validation images: what a fine-tune evaluates each epoch
 
     def run_settings(self, key: str) -> RunSettings:
         spec, train = self.spec, self.store.train_dir()
         return RunSettings(name=key, storage=spec.train_storage or str(train), artifacts=str(train / key),
-                           checkpoint_every=spec.checkpoint_every, pictures_every=spec.pictures_every,
+                           checkpoint_every=spec.checkpoint_every, checkpoint_minutes=spec.checkpoint_minutes,
+                           pictures_every=spec.pictures_every,
                            max_failures=spec.max_failures)
 
     def tracking(self, stage: Stage, job) -> TrackingSettings:
@@ -231,7 +234,7 @@ def build_plan(spec, store: Store) -> Plan:
     data_tag = _synth_tag(spec.data.synth)
     eval_rows = manifest.filter(pc.is_in(manifest.column("split"), value_set=pa.array(["val", "test"])))
     grid = _Grid(spec, store, job_paths, manifest_path, _digest(eval_rows.select(["name", "split"]).to_pylist()) + data_tag,
-                 data_tag, n_full)
+                 data_tag, n_full, sum(1 for s in eval_rows.column("split").to_pylist() if s == "val"))
     if mixes:
         union = union_of(list(mixes.values()))
         ids = list(zip(union.column("split").to_pylist(), union.column("image_id").to_pylist()))
@@ -277,7 +280,7 @@ def _pretrain_stage(grid: _Grid, plan: Plan, mix: pa.Table, seed: int, fraction:
                         val_images=grid.paths.coco_val_images or grid.paths.coco_images, cache=store.root / "cache",
                         pack_size=spec.mixture.pack_size)
     stage = Stage(key, "pretrain", "mae", seed, fraction, None, None, spec.preset, spec.pretrain.epochs,
-                  n_images=sum(1 for s, _ in ids if s == "train"))
+                  n_images=sum(1 for s, _ in ids if s == "train"), eval_images=sum(1 for s, _ in ids if s == "val"))
     plan.stages.append(grid.finish(stage, PretrainJob, data))
     return key
 
@@ -300,7 +303,8 @@ def _finetune_stage(grid: _Grid, point: FinetunePoint) -> Stage:
                         subset_seed=point.seed)
     pretrained = point.parent is not None
     stage = Stage(key, "finetune", point.method, point.seed, point.animal_fraction, point.finetune_fraction,
-                  point.parent, spec.preset, recipe.epochs, n_images=len(point.names), schedule=recipe.schedule)
+                  point.parent, spec.preset, recipe.epochs, n_images=len(point.names), schedule=recipe.schedule,
+                  eval_images=grid.n_val)
     if recipe.schedule == "fixed_steps":  # every size trains one full-size epoch's steps per epoch
         stage.epoch_images = max(1, grid.n_full // recipe.batch_size) * recipe.batch_size
     extra = {"model": "mae" if pretrained else BASELINE_METHODS[point.method], "head": head}
@@ -387,12 +391,15 @@ def _warn_unresampled(spec, train_sets: dict[float, list[frozenset]]) -> None:
                           "mixture.size well below the smaller pool (plan shows the counts)", stacklevel=3)
 
 
-def plan_rows(plan: Plan) -> list[dict]:
-    """The plan as data (for --format json and tables)."""
+def plan_rows(plan: Plan, costs: CostModel) -> list[dict]:
+    """The plan as data (for --format json and tables), each stage with its estimated cost."""
     out = []
     for s in plan.stages:
+        c = costs.costs[s.key]
         out.append({**s.row(), "job_type": s.job_type, "status": s.status, "n_images": s.n_images,
-                    "gpu_hours": s.gpu_hours(), "error": s.error})
+                    "step_s": c.step_s, "startup_s": c.startup_s, "compile_s": c.compile_s, "eval_s": c.eval_s,
+                    "checkpoint_s": c.checkpoint_s, "gpu_hours": c.total_s / 3600,
+                    "checkpoint_bytes": c.checkpoint_bytes, "error": s.error})
     for r in out:
         for k in ("animal_fraction", "finetune_fraction"):
             if isinstance(r[k], float) and math.isnan(r[k]):

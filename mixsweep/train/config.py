@@ -123,7 +123,11 @@ class RunSettings(_Strict):
     # Metrics log, pictures and worker placement; a folder every node sees. Default: storage/name when
     # storage is local, else ./runs/name.
     artifacts: Optional[PathText] = None
-    checkpoint_every: int = Field(1, ge=1)
+    # A resumable checkpoint every `checkpoint_every` epochs, or (None) at the first epoch end
+    # `checkpoint_minutes` after the last one; the last epoch's holds the weights only. Keep the newest few.
+    checkpoint_every: Optional[int] = Field(None, ge=1)
+    checkpoint_minutes: float = Field(15.0, gt=0)
+    keep_checkpoints: int = Field(2, ge=1)
     pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end
     max_failures: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

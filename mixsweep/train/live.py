@@ -41,9 +41,9 @@ class LiveRun:
 
     # --- called by the training side: never blocks on W&B ----------------------------------------------
 
-    def wrap_report(self, report: Callable[[dict, Path | None], None]) -> Callable[[dict, Path | None], None]:
-        def live_report(metrics: dict, checkpoint: Path | None) -> None:
-            report(metrics, checkpoint)  # metrics.jsonl and the checkpoint first: they are the record
+    def wrap_report(self, report: Callable[[dict, Path | None, bool], None]) -> Callable[[dict, Path | None, bool], None]:
+        def live_report(metrics: dict, checkpoint: Path | None, final: bool) -> None:
+            report(metrics, checkpoint, final)  # metrics.jsonl and the checkpoint first: they are the record
             new = sorted(self._picture_files() - self._pictures)
             self._pictures.update(new)
             self._queue.put(("log", (int(metrics["epoch"]), dict(metrics), [path for path, _ in new])))
