@@ -219,6 +219,27 @@ def _checkpoint_folder(world: World, epoch: int):
         yield Path(tmp) / "checkpoint"
 
 
+def train_step(task: Task, train_model: nn.Module, optimizer, scheduler, batch: dict, gen: torch.Generator,
+               sync: bool) -> torch.Tensor:
+    """One micro-step: forward under autocast, backward; on the micro-step that ends an accumulation (`sync`), the
+    optimizer and scheduler steps. Returns the detached loss, left on the device. What `fit` and the throughput
+    benchmark both run."""
+    device = batch["images"].device
+    # Under DDP, gradients are all-reduced only on the micro-step that ends an accumulation.
+    no_sync = train_model.no_sync() if not sync and hasattr(train_model, "no_sync") else contextlib.nullcontext()
+    with no_sync:
+        with autocast(device):
+            loss = task.loss(train_model, batch, gen)
+        (loss / task.accum_iter).backward()
+    if sync:
+        if task.clip_grad:
+            nn.utils.clip_grad_norm_(train_model.parameters(), task.clip_grad)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def fit(task: Task, world: World, seed: int, checkpoints: CheckpointPolicy = CheckpointPolicy(),
         pictures_every: int = 0, meta: dict | None = None, compile_model: bool | None = None) -> dict:
     """Train `task` to its last epoch, resuming from `world.resume_from`; returns the last epoch's metrics.
@@ -261,20 +282,10 @@ def fit(task: Task, world: World, seed: int, checkpoints: CheckpointPolicy = Che
                 break
             n = batch["images"].shape[0]
             sync = (i + 1) % accum == 0
-            # Under DDP, gradients are all-reduced only on the micro-step that ends an accumulation.
-            no_sync = train_model.no_sync() if not sync and hasattr(train_model, "no_sync") else contextlib.nullcontext()
-            with no_sync:
-                with autocast(device):
-                    loss = task.loss(train_model, batch, gen)
-                (loss / accum).backward()
-            totals[0] += loss.detach().double() * n
+            loss = train_step(task, train_model, optimizer, scheduler, batch, gen, sync)
+            totals[0] += loss.double() * n
             totals[1] += n
             if sync:
-                if task.clip_grad:
-                    nn.utils.clip_grad_norm_(train_model.parameters(), task.clip_grad)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
                 step += 1
                 if "first_step_s" not in world.timing:  # one sync per job: the compile shows here
                     if device.type == "cuda":
