@@ -7,8 +7,8 @@ twice and never deleted one).
 The spec is planned on a small synthetic twin (same grid, recipes, preset, resources and checkpoint settings;
 `data` replaced), then each stage gets the real datasets' sizes (the options below; defaults: a COCO mixture of
 about 23,000 training images, Oxford-IIIT Pet's 3,680 trainval images as 3,312 to train on and 368 to
-validate). Costs use mixsweep.sweep.cost's reference rates, as `mixsweep plan` does on a store with no finished
-stage. No GPU, no Ray, no data needed.
+validate). Costs are `mixsweep plan`'s on a store with no finished stage: reference rates, and a compile per
+shape shared through the store's compile cache. No GPU, no Ray, no data needed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from mixsweep.spec import parse_spec
-from mixsweep.sweep.cost import checkpoint_bytes, fmt_bytes, reference_cost
+from mixsweep.sweep.cost import checkpoint_bytes, estimate, fmt_bytes
 from mixsweep.sweep.plan import build_plan
 from mixsweep.sweep.store import Store
 from mixsweep.yamlio import read_yaml
@@ -59,11 +59,10 @@ def main(argv: list[str] | None = None) -> None:
                 "mixture": {**(data.get("mixture") or {}), "size": None}}
         spec = parse_spec(twin, f"{args.spec} (synthetic twin)")
         plan = build_plan(spec, Store(spec.storage))
-    rows = []
     for s in plan.stages:
         real_scale(s, args)
-        new, (old_n, old_bytes) = reference_cost(s), old_policy(s)
-        rows.append((s, new, old_n, old_bytes))
+    costs = estimate(plan, spec, Store(spec.storage))  # an empty store: reference rates, shared compile cache
+    rows = [(s, costs.costs[s.key], *old_policy(s)) for s in plan.stages]
     step = sum(c.step_s for _, c, _, _ in rows) / 3600
     fixed = sum(c.fixed_s for _, c, _, _ in rows) / 3600
     parts = {f: sum(getattr(c, f) for _, c, _, _ in rows) / 3600

@@ -185,7 +185,7 @@ def measure(config: dict, data: str, profile: str | None = None) -> Row:
     if context is not None:
         context.__enter__()
     fit(task, world, job.seed, checkpoints=CheckpointPolicy.of(job.run), meta={"kind": job.kind},
-        compile_model=job.run.compile)
+        compile_model=job.run.compile, compile_cache=job.run.compile_cache)
     if context is not None:
         context.__exit__(None, None, None)
         Path(profile).parent.mkdir(parents=True, exist_ok=True)
@@ -200,11 +200,17 @@ def measure(config: dict, data: str, profile: str | None = None) -> Row:
                t.get("eval_s", 0.0), t.get("checkpoint_s", 0.0), world.loop_seconds, gflop, peak)
 
 
-def measure_in_child(config: dict, data: str, profile: str | None) -> Row:
+def _environ(changes: dict) -> dict:
+    """This process's environment with `changes` (a None value removes the variable)."""
+    env = {**os.environ, **{k: v for k, v in changes.items() if v is not None}}
+    return {k: v for k, v in env.items() if changes.get(k, "") is not None}
+
+
+def measure_in_child(config: dict, data: str, profile: str | None = None, env: dict | None = None) -> Row:
     """One fresh process per row: no compiled graph, cache or allocator state carries over."""
     out = subprocess.run([sys.executable, __file__, "--child", json.dumps({"config": config, "data": data,
                                                                            "profile": profile})],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=_environ(env or {}))
     if out.returncode != 0:
         raise SystemExit(f"benchmark row {config['run']['name']} ({data}) failed:\n{out.stderr[-4000:]}")
     return Row(**json.loads(out.stdout.strip().splitlines()[-1]))

@@ -90,3 +90,39 @@ def test_training_masks_are_uniformly_random():
     # Other epochs and ranks draw other masks.
     other = torch.rand(draws, length, generator=epoch_generator(0, 1, 0, torch.device("cpu"), stream=2))
     assert not torch.equal(noise, other)
+
+
+_COMPILE_ONCE = """
+import sys, torch
+from mixsweep.train.compile_cache import use_shared_cache
+print(use_shared_cache(sys.argv[1], torch.device("cpu")) is not None)
+f = torch.compile(lambda x: (x * 2).sin().sum(), backend="inductor")
+f(torch.randn(8))
+from torch._dynamo.utils import counters
+print(counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"])
+"""
+
+
+def test_stages_share_compiled_graphs_through_the_store(tmp_path, monkeypatch):
+    """Two fresh processes (two nodes) with one shared folder: the second finds the first's graph built."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    shared = tmp_path / "compile-cache"
+
+    def run() -> tuple[str, int, int]:
+        out = subprocess.run([sys.executable, "-c", _COMPILE_ONCE, str(shared)], env=env, capture_output=True,
+                             text=True, check=True).stdout.split()
+        return out[0], int(out[1]), int(out[2])
+
+    assert run() == ("True", 0, 1)  # compiled, into the shared folder
+    assert run() == ("True", 1, 0)  # found there
+    from mixsweep.train.compile_cache import cache_folder, use_shared_cache
+
+    assert any(cache_folder(shared, torch.device("cpu")).iterdir())
+    # A cache folder the user chose is theirs.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert use_shared_cache(tmp_path / "other", torch.device("cpu")) is None
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine") and not (tmp_path / "other").exists()

@@ -9,6 +9,7 @@ by FLOPs per image for the smaller presets; the figures marked "assumed" were no
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import statistics
@@ -25,6 +26,9 @@ STEP_IMG_PER_S = {"pretrain": 4733.0, "mae": 2441.0, "supervised_mae": 2441.0, "
                   "resnet18": 5511.0 * 2.2, "probe": 3 * 2441.0, "random_probe": 3 * 2441.0}
 PRESET_COST = {"base": 1.0, "small": 0.27, "tiny": 0.0011}  # FLOPs per image relative to base (benchmark)
 COMPILE_S = 2 * 55.0  # the training graph (55 s measured in a stage's first epoch) and the eval graph (assumed equal)
+# A stage whose shapes an earlier stage compiled finds them in the store's compile cache: 6 % of the first
+# compile measured on a CPU (benchmarks/compile_cache.py); 10 % assumed on a GPU.
+CACHED_COMPILE = 0.1
 STARTUP_S = 30.0  # a stage's process, pack and model set-up (assumed)
 EVAL_SPEEDUP = 3.0  # an evaluation forward against a training step (assumed, as for the probe)
 WRITE_BYTES_PER_S = 1e9  # checkpoint writes to the store (assumed)
@@ -176,11 +180,16 @@ def estimate(plan: Plan, spec, store) -> CostModel:
     for key, rows in groups.items():
         device = Counter(r["device"] for _, r in rows).most_common(1)[0][0]
         measured[key] = _measured([(s, r) for s, r in rows if r["device"] == device])
-    costs, used = {}, Counter()
+    costs, used, compiled = {}, Counter(), set()
     for s in plan.stages:
         m = measured.get((_rate_key(s), s.preset, _wants_gpu(spec, s)))
         if m is None:
-            costs[s.key] = reference_cost(s)
+            cost = reference_cost(s)
+            shape = (_rate_key(s), s.preset, s.job.recipe.batch_size)
+            if shape in compiled:  # an earlier stage of the plan compiled these graphs into the shared cache
+                cost = dataclasses.replace(cost, compile_s=cost.compile_s * CACHED_COMPILE)
+            compiled.add(shape)
+            costs[s.key] = cost
             gpu = _wants_gpu(spec, s)
             used[f"reference rates ({REFERENCE_DEVICE}, bf16; start-up, eval and write rates assumed)"
                  + ("" if gpu else "; these stages train on CPUs, far slower: a finished stage calibrates them")] += 1

@@ -178,7 +178,7 @@ class _Grid:
         spec, train = self.spec, self.store.train_dir()
         return RunSettings(name=key, storage=spec.train_storage or str(train), artifacts=str(train / key),
                            checkpoint_every=spec.checkpoint_every, checkpoint_minutes=spec.checkpoint_minutes,
-                           pictures_every=spec.pictures_every,
+                           pictures_every=spec.pictures_every, compile_cache=str(self.store.root / "compile-cache"),
                            max_failures=spec.max_failures)
 
     def tracking(self, stage: Stage, job) -> TrackingSettings:

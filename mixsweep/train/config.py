@@ -132,6 +132,9 @@ class RunSettings(_Strict):
     max_failures: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: Optional[bool] = None  # torch.compile the model; None: on CUDA (the fast path), not on CPU
+    # A folder every node sees where stages share their compiled graphs (mixsweep.train.compile_cache); a sweep
+    # sets it to <store>/compile-cache. None: each stage compiles on its own.
+    compile_cache: Optional[PathText] = None
 
 
 class TrackingSettings(_Strict):

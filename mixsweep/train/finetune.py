@@ -148,4 +148,5 @@ def run_finetune(job: FinetuneJob, pack_path: Path | str, world: World) -> dict:
             "finetune_schedule": task.schedule, "steps_per_epoch": task.steps_per_epoch,
             "total_steps": task.steps_per_epoch * task.epochs, "job": job.model_dump(mode="json")}
     return fit(task, world, job.seed, checkpoints=CheckpointPolicy.of(job.run),
-               pictures_every=job.run.pictures_every, meta=meta, compile_model=job.run.compile)
+               pictures_every=job.run.pictures_every, meta=meta, compile_model=job.run.compile,
+               compile_cache=job.run.compile_cache)

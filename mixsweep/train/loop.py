@@ -241,9 +241,11 @@ def train_step(task: Task, train_model: nn.Module, optimizer, scheduler, batch: 
 
 
 def fit(task: Task, world: World, seed: int, checkpoints: CheckpointPolicy = CheckpointPolicy(),
-        pictures_every: int = 0, meta: dict | None = None, compile_model: bool | None = None) -> dict:
+        pictures_every: int = 0, meta: dict | None = None, compile_model: bool | None = None,
+        compile_cache: Path | str | None = None) -> dict:
     """Train `task` to its last epoch, resuming from `world.resume_from`; returns the last epoch's metrics.
-    `compile_model` None compiles on CUDA only (on a CPU, compile time outweighs the gain for short runs)."""
+    `compile_model` None compiles on CUDA only (on a CPU, compile time outweighs the gain for short runs).
+    `compile_cache`: a folder of compiled graphs shared between stages (mixsweep.train.compile_cache)."""
     t_fit = time.perf_counter()
     device = world.device
     if compile_model is None:
@@ -265,6 +267,10 @@ def fit(task: Task, world: World, seed: int, checkpoints: CheckpointPolicy = Che
                                 f"job's), but this job trains to epoch {task.epochs - 1}: nothing can resume from it")
     train_model = world.wrap_model(model)
     if compile_model:
+        if compile_cache is not None:
+            from mixsweep.train.compile_cache import use_shared_cache
+
+            use_shared_cache(compile_cache, device)
         train_model = torch.compile(train_model)
     meta = dict(meta or {})
     last_save = time.perf_counter()

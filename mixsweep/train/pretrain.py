@@ -133,4 +133,5 @@ def run_pretrain(job: PretrainJob, pack_path: Path | str, world: World) -> dict:
     task = PretrainTask(job, pack_path, world)
     meta = {"kind": "pretrain", "preset": job.preset, "seed": job.seed, "job": job.model_dump(mode="json")}
     return fit(task, world, job.seed, checkpoints=CheckpointPolicy.of(job.run),
-               pictures_every=job.run.pictures_every, meta=meta, compile_model=job.run.compile)
+               pictures_every=job.run.pictures_every, meta=meta, compile_model=job.run.compile,
+               compile_cache=job.run.compile_cache)
