@@ -529,9 +529,11 @@ def _transfer_sentence(e: dict) -> str:
     return f"{what} ({level} CI {_signed(dl)} to {_signed(dh)}, p = {_num(e['p']):.2g}, {e['n_seeds']} seeds): {verdict}."
 
 
-def effect_sentence(entries: list[dict], metric: str = "test_iou_binary", secondary: bool = True) -> str:
+def effect_sentence(entries: list[dict], metric: str = "test_iou_binary", secondary: bool = True,
+                    role: str = "primary endpoint") -> str:
     """The verdict in words: the primary endpoint's test with its numbers, then (with `secondary`) how many
-    secondary tests are detected after Holm's correction, and the transfer comparison.
+    secondary tests are detected after Holm's correction, and the transfer comparison. `role` names the test
+    (a plot of another metric runs the design on it, and says so).
 
     Takes `effect()`'s entries, or the same entries read back from effect.json (null read as NaN)."""
     primary = [e for e in entries if e.get("role", "primary") == "primary"]
@@ -541,7 +543,7 @@ def effect_sentence(entries: list[dict], metric: str = "test_iou_binary", second
         return f"{head}: not judged, no finished MAE fine-tunes with {metric}."
     e = primary[0]
     declared = e.get("declared", "two-sided")
-    design = f"primary endpoint, {'declared ' + declared if declared != 'two-sided' else 'two-sided'}, " \
+    design = f"{role}, {'declared ' + declared if declared != 'two-sided' else 'two-sided'}, " \
              f"alpha {_num(e.get('alpha', 0.05)):g}"
     text = f"{head} ({design}): {_effect_clause(e)}."
     if not secondary:

@@ -19,6 +19,9 @@ from mixsweep.tables import write_table
 # file name -> what draws it (results, histories, path)
 # (results, histories, path, effect design) -> path
 _PLOTS: dict[str, Callable] = {
+    # The declared endpoint (the spec's effect: metric and method) first.
+    "primary_vs_fraction.png": lambda r, h, p, d: plots.plot_metric_vs_fraction(
+        r, (d or analyze.EffectDesign()).metric, p, d, method=(d or analyze.EffectDesign()).method),
     "iou_vs_fraction.png": lambda r, h, p, d: plots.plot_metric_vs_fraction(r, "test_iou_binary", p, d),
     "miou_vs_fraction.png": lambda r, h, p, d: plots.plot_metric_vs_fraction(r, "test_miou", p, d),
     "accuracy_vs_fraction.png": lambda r, h, p, d: plots.plot_metric_vs_fraction(r, "test_accuracy", p, d),
