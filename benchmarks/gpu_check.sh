@@ -15,3 +15,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path.py 2>&1 | tail -3
 # The stages' own `fit`, eager and compiled, from a pack and from one resident batch; the recipes' batches.
 python3 benchmarks/throughput.py --preset base --epochs 4 --scale medium 2>&1 | tee "$out/throughput.txt"
+# The levers, one at a time, compiled rows only.
+python3 benchmarks/throughput.py --preset base --epochs 4 --scale medium --modes compiled --data packed --compile-mode reduce-overhead 2>&1 | tail -8
+python3 benchmarks/throughput.py --preset base --epochs 4 --scale medium --modes compiled --data packed --attention cudnn 2>&1 | tail -8
+python3 benchmarks/throughput.py --preset base --epochs 4 --scale medium --modes compiled --data packed --augment-ahead 2>&1 | tail -8

@@ -185,7 +185,8 @@ def measure(config: dict, data: str, profile: str | None = None) -> Row:
     if context is not None:
         context.__enter__()
     fit(task, world, job.seed, checkpoints=CheckpointPolicy.of(job.run), meta={"kind": job.kind},
-        compile_model=job.run.compile, compile_cache=job.run.compile_cache)
+        compile_model=job.run.compile, compile_cache=job.run.compile_cache,
+               compile_mode=job.run.compile_mode, attention=job.run.attention)
     if context is not None:
         context.__exit__(None, None, None)
         Path(profile).parent.mkdir(parents=True, exist_ok=True)
@@ -222,8 +223,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma list of {', '.join(STEPS)} (default: all)")
     p.add_argument("--modes", default=None, help="comma list of eager, compiled (default: both on CUDA, eager on CPU)")
     p.add_argument("--data", default=",".join(DATA), help="comma list of packed, synthetic (default: both)")
-    p.add_argument("--preset", default=None, help="MAE preset: base, small or tiny (default: base on CUDA, tiny on CPU)")
+    p.add_argument("--preset", default=None,
+                   help="MAE preset: base, small or tiny (default: base on CUDA, tiny on CPU)")
     p.add_argument("--batch", type=int, default=None, help="effective batch (default: the recipe's)")
+    p.add_argument("--compile-mode", default="default",
+                   help="compiled rows' torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune, ...")
+    p.add_argument("--attention", default="auto", help="attention kernel: auto, flash, efficient, cudnn, math")
+    p.add_argument("--augment-ahead", action="store_true", help="make each batch one step early, on a side stream")
     p.add_argument("--epochs", type=int, default=3, help="epochs per row; the first, with the compile, is not timed")
     p.add_argument("--scale", default=None, help="synthetic data scale: small, medium (default: medium on CUDA)")
     p.add_argument("--profile", default=None, metavar="DIR", help="write a torch.profiler trace per row here")
@@ -263,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
                     name = f"{step}-{mode}-{data}"
                     config = job_config(step, inputs, Path(tmp) / "runs" / name, args.preset, args.epochs, args.batch,
                                         mode == "compiled")
+                    config["run"].update(compile_mode=args.compile_mode, attention=args.attention,
+                                         augment_ahead=args.augment_ahead)
                     trace = str(Path(args.profile).resolve() / f"{name}.json") if args.profile else None
                     r = measure_in_child(config, data, trace)
                     print(f"{name}: {r.img_s:,.1f} img/s, compile {r.compile_s:.1f} s, eval {r.eval_s:.1f} s, "
@@ -273,7 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     from rich.table import Table
 
     t = Table(title=device_name(device), caption=f"preset {args.preset}, {args.epochs} epochs per row, synthetic "
-              f"{args.scale} data, torch {torch.__version__}; MFU vs {ceiling_label} = {ceiling:.3g} TFLOP/s")
+              f"{args.scale} data, compile mode {args.compile_mode}, attention {args.attention}, augment ahead "
+              f"{args.augment_ahead}, torch "
+              f"{torch.__version__}; MFU vs {ceiling_label} = {ceiling:.3g} TFLOP/s")
     cols = ("step", "mode", "data", "batch", "res", "img/s", "compile s", "eval s", "ckpt s", "loop s", "GFLOP/img",
             "MFU") + (("peak GiB",) if device.type == "cuda" else ())
     for col in cols:

@@ -243,8 +243,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
                   fmt_seconds(fixed), fmt_bytes(r["checkpoint_bytes"]), f"{r['gpu_hours']:.3g}")
     console.print(t)
     console.print(f"{totals['stages']} stages: {totals['done']} done, {totals['pending']} pending, "
-                  f"{totals['failed']} failed, {totals['diverged']} diverged; estimated {totals['gpu_hours_pending']:.3g} of "
-                  f"{totals['gpu_hours_total']:.3g} GPU-hours still to run")
+                  f"{totals['failed']} failed, {totals['diverged']} diverged; estimated "
+                  f"{totals['gpu_hours_pending']:.3g} of {totals['gpu_hours_total']:.3g} GPU-hours still to run")
     console.print(f"still to run: steps {fmt_seconds(todo.step_s)} + start-up {fmt_seconds(todo.startup_s)} + compile "
                   f"{fmt_seconds(todo.compile_s)} + eval {fmt_seconds(todo.eval_s)} + checkpoints "
                   f"{fmt_seconds(todo.checkpoint_s)}, writing {fmt_bytes(todo.checkpoint_bytes)} of checkpoints "

@@ -20,8 +20,8 @@ from pydantic_core import PydanticCustomError
 
 from mixsweep.errors import MixsweepError
 from mixsweep.yamlio import read_yaml
-from mixsweep.train.config import (FolderName, LocalPath, PathText, ScalingSettings, Seed, StrictInt, _Strict,
-                                   check_seed, format_validation_error)
+from mixsweep.train.config import (AttentionBackend, CompileMode, FolderName, LocalPath, PathText, ScalingSettings,
+                                   Seed, StrictInt, _Strict, check_seed, format_validation_error)
 from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe
 
 # Fractions are rounded so that ranges and hand-written lists give the same values (and content keys):
@@ -293,6 +293,11 @@ class SweepSpec(_Strict):
     checkpoint_minutes: float = Field(15.0, gt=0)
     pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end
     max_failures: int = Field(1, ge=0)
+    # How a stage's step runs (RunSettings: compile, compile_mode, attention); none enters a stage key.
+    compile: Optional[bool] = None
+    compile_mode: CompileMode = "default"
+    attention: AttentionBackend = "auto"
+    augment_ahead: bool = False
 
     @field_validator("storage")
     @classmethod

@@ -179,7 +179,8 @@ class _Grid:
         return RunSettings(name=key, storage=spec.train_storage or str(train), artifacts=str(train / key),
                            checkpoint_every=spec.checkpoint_every, checkpoint_minutes=spec.checkpoint_minutes,
                            pictures_every=spec.pictures_every, compile_cache=str(self.store.root / "compile-cache"),
-                           max_failures=spec.max_failures)
+                           max_failures=spec.max_failures, compile=spec.compile, compile_mode=spec.compile_mode,
+                           attention=spec.attention, augment_ahead=spec.augment_ahead)
 
     def tracking(self, stage: Stage, job) -> TrackingSettings:
         """The stage's live W&B run: id = key, grouped by sweep, its config the grid values and the job."""

@@ -115,6 +115,10 @@ class ScalingSettings(_Strict):
         return {**res, **self.resources}
 
 
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+AttentionBackend = Literal["auto", "flash", "efficient", "cudnn", "math"]
+
+
 class RunSettings(_Strict):
     """Where a job writes, how often it checkpoints, how it survives failures."""
 
@@ -132,6 +136,14 @@ class RunSettings(_Strict):
     max_failures: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: Optional[bool] = None  # torch.compile the model; None: on CUDA (the fast path), not on CPU
+    # torch.compile's mode: reduce-overhead adds CUDA graphs (every shape of a stage is static), max-autotune
+    # searches kernels (its results land in the compile cache below).
+    compile_mode: CompileMode = "default"
+    # The attention kernel: auto lets torch choose; flash, efficient, cudnn or math pins one (refused at the
+    # start when the device has no such kernel).
+    attention: AttentionBackend = "auto"
+    # Make each training batch (its augmentation) one step early, on a side CUDA stream: off the training stream.
+    augment_ahead: bool = False
     # A folder every node sees where stages share their compiled graphs (mixsweep.train.compile_cache); a sweep
     # sets it to <store>/compile-cache. None: each stage compiles on its own.
     compile_cache: Optional[PathText] = None

@@ -41,7 +41,8 @@ class LiveRun:
 
     # --- called by the training side: never blocks on W&B ----------------------------------------------
 
-    def wrap_report(self, report: Callable[[dict, Path | None, bool], None]) -> Callable[[dict, Path | None, bool], None]:
+    def wrap_report(self, report: Callable[[dict, Path | None, bool], None]
+                    ) -> Callable[[dict, Path | None, bool], None]:
         def live_report(metrics: dict, checkpoint: Path | None, final: bool) -> None:
             report(metrics, checkpoint, final)  # metrics.jsonl and the checkpoint first: they are the record
             new = sorted(self._picture_files() - self._pictures)

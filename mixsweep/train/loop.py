@@ -194,6 +194,30 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def attention_kernel(name: str):
+    """A context that pins scaled_dot_product_attention to one kernel (`auto`: torch's choice)."""
+    if name == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+    return sdpa_kernel(backends[name])
+
+
+def check_attention_kernel(name: str, device: torch.device) -> None:
+    """Refuse, before training, a pinned attention kernel this device does not have."""
+    if name == "auto":
+        return
+    q = torch.zeros(1, 2, 4, 64, device=device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    try:
+        with attention_kernel(name):
+            torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    except RuntimeError as e:
+        raise MixsweepError(f"run.attention: {name!r} has no kernel on {device} ({' '.join(str(e).split())[:100]}); "
+                            "choose another, or auto") from None
+
+
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
@@ -220,7 +244,7 @@ def _checkpoint_folder(world: World, epoch: int):
 
 
 def train_step(task: Task, train_model: nn.Module, optimizer, scheduler, batch: dict, gen: torch.Generator,
-               sync: bool) -> torch.Tensor:
+               sync: bool, attention: str = "auto") -> torch.Tensor:
     """One micro-step: forward under autocast, backward; on the micro-step that ends an accumulation (`sync`), the
     optimizer and scheduler steps. Returns the detached loss, left on the device. What `fit` and the throughput
     benchmark both run."""
@@ -228,7 +252,7 @@ def train_step(task: Task, train_model: nn.Module, optimizer, scheduler, batch: 
     # Under DDP, gradients are all-reduced only on the micro-step that ends an accumulation.
     no_sync = train_model.no_sync() if not sync and hasattr(train_model, "no_sync") else contextlib.nullcontext()
     with no_sync:
-        with autocast(device):
+        with autocast(device), attention_kernel(attention):
             loss = task.loss(train_model, batch, gen)
         (loss / task.accum_iter).backward()
     if sync:
@@ -242,14 +266,16 @@ def train_step(task: Task, train_model: nn.Module, optimizer, scheduler, batch: 
 
 def fit(task: Task, world: World, seed: int, checkpoints: CheckpointPolicy = CheckpointPolicy(),
         pictures_every: int = 0, meta: dict | None = None, compile_model: bool | None = None,
-        compile_cache: Path | str | None = None) -> dict:
+        compile_cache: Path | str | None = None, compile_mode: str = "default", attention: str = "auto") -> dict:
     """Train `task` to its last epoch, resuming from `world.resume_from`; returns the last epoch's metrics.
-    `compile_model` None compiles on CUDA only (on a CPU, compile time outweighs the gain for short runs).
-    `compile_cache`: a folder of compiled graphs shared between stages (mixsweep.train.compile_cache)."""
+    `compile_model` None compiles on CUDA only (on a CPU, compile time outweighs the gain for short runs), in
+    torch.compile's `compile_mode`; `compile_cache`: a folder of compiled graphs shared between stages
+    (mixsweep.train.compile_cache); `attention` pins the attention kernel (RunSettings.attention)."""
     t_fit = time.perf_counter()
     device = world.device
     if compile_model is None:
         compile_model = device.type == "cuda"
+    check_attention_kernel(attention, device)
     model = task.model.to(device)
     optimizer, scheduler = task.build_optimizer(model, world)
     start_epoch, step, last = 0, 0, {}
@@ -271,7 +297,7 @@ def fit(task: Task, world: World, seed: int, checkpoints: CheckpointPolicy = Che
             from mixsweep.train.compile_cache import use_shared_cache
 
             use_shared_cache(compile_cache, device)
-        train_model = torch.compile(train_model)
+        train_model = torch.compile(train_model, mode=None if compile_mode == "default" else compile_mode)
     meta = dict(meta or {})
     last_save = time.perf_counter()
     for epoch in range(start_epoch, task.epochs):
@@ -288,7 +314,7 @@ def fit(task: Task, world: World, seed: int, checkpoints: CheckpointPolicy = Che
                 break
             n = batch["images"].shape[0]
             sync = (i + 1) % accum == 0
-            loss = train_step(task, train_model, optimizer, scheduler, batch, gen, sync)
+            loss = train_step(task, train_model, optimizer, scheduler, batch, gen, sync, attention)
             totals[0] += loss.double() * n
             totals[1] += n
             if sync:
@@ -316,7 +342,7 @@ def fit(task: Task, world: World, seed: int, checkpoints: CheckpointPolicy = Che
         }
         train_model.eval()
         t_eval = time.perf_counter()
-        with torch.no_grad(), autocast(device):
+        with torch.no_grad(), autocast(device), attention_kernel(attention):
             metrics.update(task.evaluate(train_model, world, final))
         _add(world.timing, "eval_s", time.perf_counter() - t_eval)
         if world.is_main and (final or (pictures_every and (epoch + 1) % pictures_every == 0)):

@@ -69,6 +69,7 @@ class PretrainTask:
         common = dict(augment=aug, rank=world.rank, world_size=world.world_size, device=world.device,
                       seed=job.seed)
         self.train_loader = PackedLoader(pack, per_worker, train=True, indices=_rows(pack, mix, "train"),
+                                         ahead=job.run.augment_ahead,
                                          **common)
         if len(self.train_loader) // self.accum_iter == 0:
             raise MixsweepError(
@@ -134,4 +135,5 @@ def run_pretrain(job: PretrainJob, pack_path: Path | str, world: World) -> dict:
     meta = {"kind": "pretrain", "preset": job.preset, "seed": job.seed, "job": job.model_dump(mode="json")}
     return fit(task, world, job.seed, checkpoints=CheckpointPolicy.of(job.run),
                pictures_every=job.run.pictures_every, meta=meta, compile_model=job.run.compile,
-               compile_cache=job.run.compile_cache)
+               compile_cache=job.run.compile_cache,
+               compile_mode=job.run.compile_mode, attention=job.run.attention)
