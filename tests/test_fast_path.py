@@ -173,14 +173,19 @@ def test_a_spec_passes_its_step_switches_to_every_stage(tmp_path):
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@cuda
-@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune-no-cudagraphs"])
-def test_compile_modes_match_eager_on_cuda(inputs, mode):
+def _cuda_mae(inputs):
+    """A tiny MAE on the GPU, its batch and a fixed masking noise."""
     torch.manual_seed(0)
     model = build_mae("tiny", norm_pix_loss=True).cuda()
     x = inputs[0].cuda()
     gen = torch.Generator("cuda").manual_seed(1)
-    noise = torch.rand(x.shape[0], model.preset.num_patches, device="cuda", generator=gen)
+    return model, x, torch.rand(x.shape[0], model.preset.num_patches, device="cuda", generator=gen)
+
+
+@cuda
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune-no-cudagraphs"])
+def test_compile_modes_match_eager_on_cuda(inputs, mode):
+    model, x, noise = _cuda_mae(inputs)
     eager = loss_and_grads(model, lambda: model(x, mask_ratio=0.75, noise=noise)[0])
     compiled_model = torch.compile(model, mode=mode)
     for _ in range(3):  # CUDA graphs record after warm-up runs: compare a replayed step
@@ -193,11 +198,7 @@ def test_compile_modes_match_eager_on_cuda(inputs, mode):
 def test_attention_kernels_match_math_on_cuda(inputs, kernel):
     from mixsweep.train.loop import attention_kernel, autocast
 
-    torch.manual_seed(0)
-    model = build_mae("tiny", norm_pix_loss=True).cuda()
-    x = inputs[0].cuda()
-    gen = torch.Generator("cuda").manual_seed(1)
-    noise = torch.rand(x.shape[0], model.preset.num_patches, device="cuda", generator=gen)
+    model, x, noise = _cuda_mae(inputs)
 
     def step(name):
         def run():
