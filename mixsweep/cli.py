@@ -34,7 +34,7 @@ Training, one job from a YAML config (Ray Train, or --local without Ray):
   mixsweep train finetune cfg.yaml    segmentation fine-tuning (MAE, scratch MAE or ResNet-50)
 
 Sweeps, from sweeps/*.yaml (Ray Tune; one pre-training feeds every fine-tune; only new keys run):
-  mixsweep plan SPEC        stage graph: keys, done / pending, estimated GPU-hours (a dry run)
+  mixsweep plan SPEC        stage graph: keys, done / pending, estimated cost and checkpoint bytes (a dry run)
   mixsweep run SPEC         run the pending stages
   mixsweep report SPEC      Table 2, plots with 95% CIs over seeds, W&B report run (from the store alone)
   mixsweep results SPEC     the store's rows for the spec: a table, --format csv|json, or --out x.parquet
@@ -432,9 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", help="Ray cluster address (default: start or join a local instance)")
     train.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("plan", help="show a sweep's stage graph: keys, status, estimated GPU-hours",
+    s = sub.add_parser("plan", help="show a sweep's stage graph: keys, status, estimated cost",
                        description="Expand a sweep spec into its stages (pre-trainings, fine-tunes, baselines) with "
-                                   "their content keys, whether each is done in the store, and estimated cost. "
+                                   "their content keys, whether each is done in the store, and estimated cost: "
+                                   "training steps plus fixed costs (start-up, compile, evaluation, checkpoint "
+                                   "writes) and the checkpoint bytes written, from the store's finished stages of "
+                                   "the same method, preset and device kind when it has them, else from reference "
+                                   "rates measured on one NVIDIA H200. "
                                    "A dry run: it reads the data roots (the keys follow the images) and the "
                                    "store, and writes nothing. Synthetic data the store lacks is generated in a "
                                    "temporary folder.")
