@@ -156,8 +156,11 @@ def _measured(stages: list[tuple[Stage, dict]]) -> _Measured | None:
         compile_.append(first)
         evals.append(ev / max(1, s.epochs * s.eval_images))
         if ck > 0 and s.job is not None:
+            from mixsweep.train.loop import CheckpointPolicy
+
             full, final = checkpoint_bytes(s)
-            per_byte.append(ck / final)  # at least the final one was written; more only when resumable ones were
+            saves = CheckpointPolicy.of(s.job.run).saves(s.epochs, r["loop_s"] / max(s.epochs, 1))
+            per_byte.append(ck / (saves * full + final))
     return _Measured(rows[0][1].get("device") or "?", len(rows), med(step), med(startup), med(compile_),
                      med(evals), med(per_byte) if per_byte else None)
 
