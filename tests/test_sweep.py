@@ -579,3 +579,22 @@ def test_deterministic_failure_is_recorded_once_and_retried_only_when_asked(ray_
     assert f"data.coco_annotations: {tmp_path / 'data'}" in err and "has no record of this spec's stages" in err
     # `run` needs the data.
     assert main(["run", str(path)]) == 2 and "missing data root" in capsys.readouterr().err
+
+
+def test_the_readmes_python_example_runs_as_written(swept):
+    """The README's Python API example, on the swept spec instead of smoke.yaml: every stage is in the store,
+    so run() trains nothing."""
+    import re
+    from pathlib import Path
+
+    root, path, plan = swept
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(from mixsweep import Sweep\n.*?)```", readme, re.S)
+    assert code.count('"sweeps/smoke.yaml"') == 1
+    before = result_times(Store(root / "store"))
+    scope: dict = {}
+    exec(code.replace('"sweeps/smoke.yaml"', repr(str(path))), scope)
+    assert result_times(Store(root / "store")) == before  # nothing ran again
+    assert set(scope["plan"]["status"]) == {"done"} and len(scope["plan"]) == len(plan.stages)
+    assert len(scope["results"]) == len(plan.stages) and scope["verdict"] in ("detected", "not detected")
+    assert scope["paths"]["results.md"].is_file() and scope["plan"]["gpu_hours"].gt(0).all()
