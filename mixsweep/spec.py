@@ -20,8 +20,8 @@ from pydantic_core import PydanticCustomError
 
 from mixsweep.errors import MixsweepError
 from mixsweep.yamlio import read_yaml
-from mixsweep.train.config import (AttentionBackend, CompileMode, FolderName, LocalPath, PathText, ScalingSettings,
-                                   Seed, StrictInt, _Strict, check_seed, format_validation_error)
+from mixsweep.train.config import (AttentionBackend, CompileMode, FolderName, LocalPath, PathText, PresetName,
+                                   ScalingSettings, Seed, StrictInt, _Strict, check_seed, format_validation_error)
 from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe
 
 # Fractions are rounded so that ranges and hand-written lists give the same values (and content keys):
@@ -134,10 +134,6 @@ class Grid(_Strict):
             object.__setattr__(self, "baseline_seeds", sorted(set(self.baseline_seeds)))
         return self
 
-    @property
-    def animal(self) -> list[float]:
-        return self.animal_fractions
-
 
 class SynthData(_Strict):
     """Synthetic look-alike data, written by `mixsweep.synth.write_synth` under
@@ -193,10 +189,6 @@ class DataRoots(_Strict):
         if ctx.get("check_paths", True) and not v.exists():
             raise _error("data_root", f"missing data root: {v} does not exist")
         return v
-
-    @property
-    def is_synth(self) -> bool:
-        return self.synth is not None
 
 
 class MixtureSettings(_Strict):
@@ -266,7 +258,7 @@ class SweepSpec(_Strict):
     grid: Grid
     baselines: list[Literal["supervised_mae", "resnet50", "resnet18", "random_probe"]] = []
     data: DataRoots
-    preset: str = "base"
+    preset: PresetName = "base"
     head: Literal["decoder", "linear"] = "decoder"
     mixture: MixtureSettings = MixtureSettings()
     pretrain: PretrainRecipe = PretrainRecipe()
@@ -336,15 +328,6 @@ class SweepSpec(_Strict):
         if e.fractions is not None and e.fractions[0] >= e.fractions[1]:
             raise _error("effect", f"effect.fractions {list(e.fractions)}: the low fraction comes first")
         return self
-
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, v: str) -> str:
-        from mixsweep.models.mae import PRESETS
-
-        if v not in PRESETS:
-            raise _error("preset", f"unknown preset {v!r} (choose from {', '.join(PRESETS)})")
-        return v
 
 
 def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | str | None = None,

@@ -136,7 +136,7 @@ def test_config_errors_are_one_line_naming_file_and_key(tmp_path, train_inputs):
     cases = [
         ({**cfg, "recipee": {}}, "recipee: unknown key"),
         ({**cfg, "recipe": {"epochs": 0}}, "recipe.epochs: Input should be greater than 0"),
-        ({**cfg, "preset": "huge"}, "preset: Value error, unknown preset 'huge'"),
+        ({**cfg, "preset": "huge"}, "preset: unknown preset 'huge' (choose from base, small, tiny)"),
         ({**cfg, "run": {"name": "has space"}}, "run.name: String should match pattern"),
     ]
     for data, message in cases:

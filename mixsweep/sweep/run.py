@@ -506,7 +506,3 @@ def _write_results(store: Store) -> None:
         store.push(path, path.name)
     except Exception as e:
         _print(f"warning: mirror {store.mirror}: not brought up to date ({type(e).__name__}: {e})")
-
-
-def fmt_float(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:g}"

@@ -176,7 +176,6 @@ class PretrainData(_Strict):
     val_images: Optional[LocalPath] = None
     cache: LocalPath = Path("cache")
     pack_size: int = Field(256, ge=16)
-    eval_batches: int = Field(0, ge=0)  # 0: the whole validation split
 
 
 class FinetuneData(_Strict):
@@ -188,23 +187,25 @@ class FinetuneData(_Strict):
     subset_seed: Optional[Seed] = None  # default: the job's seed
 
 
+def _known_preset(v: str) -> str:
+    from mixsweep.models.mae import PRESETS
+
+    if v not in PRESETS:  # a custom error: the message as written, no "Value error, " prefix
+        raise PydanticCustomError("preset", f"unknown preset {v!r} (choose from {', '.join(PRESETS)})")
+    return v
+
+
+PresetName = Annotated[str, AfterValidator(_known_preset)]  # a model preset of mixsweep.models.mae.PRESETS
+
+
 class _Job(_Strict):
     """What every job has: a model preset, a seed, resources and run settings."""
 
-    preset: str = "base"
+    preset: PresetName = "base"
     seed: Seed = 0
     scaling: ScalingSettings = ScalingSettings()
     run: RunSettings
     tracking: Optional[TrackingSettings] = None  # None: no live W&B run
-
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, v: str) -> str:
-        from mixsweep.models.mae import PRESETS
-
-        if v not in PRESETS:
-            raise ValueError(f"unknown preset {v!r} (choose from {', '.join(PRESETS)})")
-        return v
 
 
 class PretrainJob(_Job):
