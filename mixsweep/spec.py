@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from mixsweep.errors import MixsweepError
 from mixsweep.yamlio import read_yaml
+from mixsweep.methods import BaselineName, FractionMethodName
 from mixsweep.train.config import (AttentionBackend, CompileMode, FolderName, LocalPath, PathText, PresetName,
                                    ScalingSettings, Seed, StrictInt, _Strict, check_seed, format_validation_error)
 from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe
@@ -233,12 +234,12 @@ class EffectSettings(_Strict):
     Holm-adjusted). `scratch`: the baseline the pre-trained model is compared with (transfer)."""
 
     metric: Literal["test_iou_binary", "test_miou", "test_accuracy", "test_loss"] = "test_iou_binary"
-    method: Literal["mae", "probe"] = "mae"  # the end-to-end fine-tunes, or the frozen-encoder probes
+    method: FractionMethodName = "mae"  # the end-to-end fine-tunes, or the frozen-encoder probes
     finetune_fraction: Optional[float] = None  # None: the largest of the grid
     direction: Literal["increase", "decrease", "two-sided"] = "two-sided"
     alpha: float = Field(0.05, gt=0, lt=0.5)
     fractions: Optional[tuple[float, float]] = None  # None: the lowest and the highest animal fraction
-    scratch: Optional[Literal["supervised_mae", "resnet50", "resnet18", "random_probe"]] = None  # None: the
+    scratch: Optional[BaselineName] = None  # None: the
     # same model from random weights (supervised_mae for the fine-tunes, random_probe for the probes)
 
     def design(self):
@@ -256,7 +257,7 @@ class SweepSpec(_Strict):
     name: FolderName = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
     grid: Grid
-    baselines: list[Literal["supervised_mae", "resnet50", "resnet18", "random_probe"]] = []
+    baselines: list[BaselineName] = []
     data: DataRoots
     preset: PresetName = "base"
     head: Literal["decoder", "linear"] = "decoder"

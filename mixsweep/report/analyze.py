@@ -23,14 +23,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mixsweep.methods import FRACTION_METHODS, label as method_name, order as method_order
+
 METRICS = {"test_iou_binary": "IoU (binary)", "test_miou": "mIoU", "test_accuracy": "accuracy", "test_loss": "loss"}
 
-# Table order and labels; MAE fine-tunes come after the baselines, as in the paper.
-METHOD_ORDER = {"resnet18": 0, "resnet50": 1, "supervised_mae": 2, "random_probe": 3, "probe": 4, "mae": 5}
-METHOD_LABELS = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "supervised_mae": "Supervised MAE",
-                 "random_probe": "Probe, random encoder"}
-BASELINES = ("resnet18", "resnet50", "supervised_mae", "random_probe")
-FRACTION_METHODS = ("mae", "probe")  # methods with a pre-training, so an animal fraction
 
 # Fractions are floats that went through JSON; round before grouping so 0.1+0.2 and 0.3 are one group.
 _ROUND = 6
@@ -199,7 +195,7 @@ def aggregate(results: pd.DataFrame, metric: str, ci: float = 0.95) -> pd.DataFr
     agg = pd.DataFrame(out, columns=cols)
     if agg.empty:
         return agg
-    agg["_order"] = agg["method"].map(METHOD_ORDER).fillna(len(METHOD_ORDER))
+    agg["_order"] = agg["method"].map(method_order)
     agg = agg.sort_values(["_order", "method", "finetune_fraction", "animal_fraction"], na_position="first")
     return agg.drop(columns="_order").reset_index(drop=True)
 
@@ -231,7 +227,7 @@ def curve_lines(results: pd.DataFrame, metric: str = "test_iou_binary", ci: floa
     ends = (float(span.min()), float(span.max())) if not span.empty else (0.0, 1.0)
     rows = []
     for _, a in agg.iterrows():
-        label = {"mae": "MAE", "probe": "Probe"}.get(a["method"]) or METHOD_LABELS.get(a["method"], a["method"])
+        label = method_name(a["method"])
         point = {"line": f"{label}, fine-tune {a['finetune_fraction']:g}", "method": a["method"],
                  "finetune_fraction": a["finetune_fraction"], metric: a["mean"], "ci_low": a["ci_low"],
                  "ci_high": a["ci_high"], "n_seeds": a["n_seeds"]}
@@ -580,7 +576,7 @@ def method_label(method: str, animal_fraction: float) -> str:
         return f"Finetuned F={animal_fraction:.2f}"
     if method == "probe":
         return f"Probe F={animal_fraction:.2f}"
-    return METHOD_LABELS.get(method, method)
+    return method_name(method)
 
 
 def paper_table(results: pd.DataFrame, ci: float = 0.95) -> pd.DataFrame:
@@ -607,7 +603,7 @@ def paper_table(results: pd.DataFrame, ci: float = 0.95) -> pd.DataFrame:
                                                                      "animal_fraction"])
         table[label] = [_fmt(m, h, digits) for m, h in zip(table[f"{metric}_mean"], table[f"{metric}_half_ci"])]
     table.insert(0, "method", [method_label(m, f) for m, f in zip(table["_method"], table["animal_fraction"])])
-    table["_order"] = table["_method"].map(METHOD_ORDER).fillna(len(METHOD_ORDER))
+    table["_order"] = table["_method"].map(method_order)
     table["_f"] = -table["animal_fraction"].fillna(2.0)
     table = table.sort_values(["finetune_fraction", "_order", "_f"], ascending=[False, True, True])
     table = table.rename(columns={"_method": "method_key"}).drop(columns=["_order", "_f"])

@@ -17,14 +17,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from mixsweep.report.analyze import (FRACTION_METHODS, METHOD_LABELS, METRICS, EffectDesign, aggregate, clean,
-                                     effect, effect_sentence, finetunes, fits, seed_matrix, t_intervals)
-from mixsweep.sweep.stages import PROBE_METHODS
+from mixsweep.methods import FRACTION_METHODS, METHODS, PROBE_METHODS, label
+from mixsweep.report.analyze import (METRICS, EffectDesign, aggregate, clean, effect, effect_sentence, finetunes,
+                                     fits, seed_matrix, t_intervals)
 
 DPI = 110
-BASELINE_STYLE = {"resnet18": dict(color="0.3", linestyle=(0, (3, 2))),
-                  "resnet50": dict(color="0.15", linestyle=":"),
-                  "supervised_mae": dict(color="0.55", linestyle=(0, (1, 4)))}
 
 
 class NothingToPlot(ValueError):
@@ -91,12 +88,12 @@ def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path
         probes = base["method"].isin(PROBE_METHODS)  # a probe's baseline is a probe, a fine-tune's a fine-tune
         base = base[probes if method == "probe" else ~probes]
         for _, b in base.iterrows():
-            style = dict(BASELINE_STYLE.get(b["method"], dict(color="0.4", linestyle=":")))
+            style = dict(METHODS[b["method"]].style if b["method"] in METHODS else dict(color="0.4", linestyle=":"))
             # Colour ties a baseline to its fine-tune fraction when there are several.
             if mae["finetune_fraction"].nunique() > 1:
                 style["color"] = color
             ax.axhline(b["mean"], linewidth=1.5, **style,
-                       label=f"{METHOD_LABELS.get(b['method'], b['method'])}, fine-tune {ft:g}")
+                       label=f"{label(b['method'])}, fine-tune {ft:g}")
     ax.set_xlabel("animal fraction of pre-training data F")
     ax.set_ylabel(f"test {_label(metric)}")
     kind = "frozen-encoder probe" if method == "probe" else "end-to-end fine-tune"
@@ -145,10 +142,10 @@ def plot_curves(results: pd.DataFrame, histories: dict[str, list[dict]], path: s
     for i, f in enumerate(fracs):
         color = cmap(i / max(len(fracs) - 1, 1))
         groups.append((f"F={f:g}", mae.loc[mae["animal_fraction"] == f, "key"].tolist(), dict(color=color)))
-    for method, style in BASELINE_STYLE.items():
-        keys = df.loc[df["method"] == method, "key"].tolist()
+    for method in (m for m in METHODS.values() if m.style):
+        keys = df.loc[df["method"] == method.name, "key"].tolist()
         if keys:
-            groups.append((METHOD_LABELS[method], keys, dict(color=style["color"], linestyle="--")))
+            groups.append((method.label, keys, dict(color=method.style["color"], linestyle="--")))
     drawn = False
     for ax, (field, title) in zip(axes, panels):
         for label, keys, style in groups:

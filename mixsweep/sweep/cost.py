@@ -16,14 +16,10 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
+from mixsweep.methods import METHODS, PRETRAIN_IMG_PER_S
 from mixsweep.sweep.stages import Plan, Stage
 
-REFERENCE_DEVICE = "NVIDIA H200"
-# Images per second of one training step in a real stage on the reference card, base preset, 224 px: MAE
-# pre-training 4,733 (`mixsweep train pretrain --local`, median of epochs 1-18), fine-tune 2,441 and
-# ResNet-50 5,511 (the fast path). A probe runs the encoder forward only: about three times a fine-tune step.
-STEP_IMG_PER_S = {"pretrain": 4733.0, "mae": 2441.0, "supervised_mae": 2441.0, "resnet50": 5511.0,
-                  "resnet18": 5511.0 * 2.2, "probe": 3 * 2441.0, "random_probe": 3 * 2441.0}
+REFERENCE_DEVICE = "NVIDIA H200"  # where the step rates of mixsweep.methods were measured
 PRESET_COST = {"base": 1.0, "small": 0.27, "tiny": 0.0011}  # FLOPs per image relative to base (benchmark)
 COMPILE_S = 2 * 55.0  # the training graph (55 s measured in a stage's first epoch) and the eval graph (assumed equal)
 # A stage whose shapes an earlier stage compiled finds them in the store's compile cache: 6 % of the first
@@ -105,7 +101,8 @@ def _rate_key(stage: Stage) -> str:
 def reference_cost(stage: Stage) -> StageCost:
     """The stage on the reference card."""
     scale = 1.0 if stage.method.startswith("resnet") else PRESET_COST.get(stage.preset, 1.0)
-    per_image = scale / STEP_IMG_PER_S[_rate_key(stage)]
+    rate = PRETRAIN_IMG_PER_S if stage.kind == "pretrain" else METHODS[stage.method].step_img_per_s
+    per_image = scale / rate
     step_s = _image_epochs(stage) * per_image
     eval_s = stage.epochs * stage.eval_images * per_image / EVAL_SPEEDUP
     return _with_checkpoints(stage, step_s, STARTUP_S, COMPILE_S, eval_s, None)

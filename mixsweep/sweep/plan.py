@@ -31,7 +31,8 @@ from mixsweep.files import write_text_atomic
 from mixsweep.hashing import content_key
 from mixsweep.provenance import CODE_VERSION
 from mixsweep.sweep.cost import CostModel
-from mixsweep.sweep.stages import BASELINE_METHODS, PROBE_METHODS, Plan, Stage
+from mixsweep.methods import METHODS, PROBE_METHODS
+from mixsweep.sweep.stages import Plan, Stage
 from mixsweep.sweep.store import Store
 from mixsweep.tables import write_table
 from mixsweep.train.config import (FinetuneData, FinetuneJob, PretrainData, PretrainJob, RunSettings,
@@ -207,7 +208,7 @@ class _Grid:
 class FinetunePoint:
     """One fine-tune of the grid: a method on a subset, from a parent pre-training (MAE) or from scratch."""
 
-    method: str  # mae | supervised_mae | resnet50 | resnet18
+    method: str  # a name of mixsweep.methods.METHODS
     parent: str | None  # the pre-training key of an MAE fine-tune
     seed: int
     animal_fraction: float | None
@@ -295,7 +296,7 @@ def _finetune_stage(grid: _Grid, point: FinetunePoint) -> Stage:
     spec, store = grid.spec, grid.store
     recipe = finetune_recipe(spec, point.method)
     head = "probe" if point.method in PROBE_METHODS else spec.head
-    key = "ft-" + content_key({"kind": "finetune", "parent": point.parent or BASELINE_METHODS[point.method],
+    key = "ft-" + content_key({"kind": "finetune", "parent": point.parent or METHODS[point.method].model,
                                "subset": _digest(point.names), "eval": grid.eval_digest, "preset": spec.preset,
                                "head": head, "recipe": recipe.model_dump(mode="json"),
                                "seed": point.seed, "pack_size": spec.mixture.pack_size, "code": CODE_VERSION})
@@ -308,7 +309,7 @@ def _finetune_stage(grid: _Grid, point: FinetunePoint) -> Stage:
                   eval_images=grid.n_val)
     if recipe.schedule == "fixed_steps":  # every size trains one full-size epoch's steps per epoch
         stage.epoch_images = max(1, grid.n_full // recipe.batch_size) * recipe.batch_size
-    extra = {"model": "mae" if pretrained else BASELINE_METHODS[point.method], "head": head}
+    extra = {"model": METHODS[point.method].model, "head": head}
     if pretrained:
         extra["init_checkpoint"] = store.checkpoint(point.parent)
     return grid.finish(stage, FinetuneJob, data, **extra)

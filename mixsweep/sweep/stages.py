@@ -7,13 +7,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mixsweep.methods import FRACTION_METHODS, PROBE_METHODS
 from mixsweep.train.config import FinetuneJob, PretrainJob
-
-BASELINE_METHODS = {"supervised_mae": "scratch", "resnet50": "resnet50", "resnet18": "resnet18",
-                    "random_probe": "scratch"}
-# The frozen-encoder probes (FinetuneJob head "probe"): of a pre-training ("probe") or of random weights.
-PROBE_METHODS = ("probe", "random_probe")
-FRACTION_METHODS = ("mae", "probe")  # fine-tunes of a pre-training: they have an animal fraction
 # What a finished stage must have finite: a NaN or an infinity there means its weights went non-finite.
 ENDPOINTS = {"pretrain": ("train_loss",), "finetune": ("train_loss", "test_loss", "test_iou_binary")}
 
@@ -29,7 +24,7 @@ def divergence(kind: str, metrics: dict) -> str:
 class Stage:
     key: str
     kind: str  # pretrain | finetune
-    method: str  # mae | supervised_mae | resnet50 | resnet18
+    method: str  # a name of mixsweep.methods.METHODS
     seed: int
     animal_fraction: float | None
     finetune_fraction: float | None
