@@ -22,7 +22,8 @@ from mixsweep.errors import MixsweepError
 from mixsweep.yamlio import read_yaml
 from mixsweep.methods import BaselineName, FractionMethodName
 from mixsweep.train.config import (AttentionBackend, CompileMode, FolderName, LocalPath, PathText, PresetName,
-                                   ScalingSettings, Seed, StrictInt, _Strict, check_seed, format_validation_error)
+                                   ScalingSettings, Seed, StrictInt, WandbSettings, _Strict, check_seed,
+                                   format_validation_error)
 from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe
 
 # Fractions are rounded so that ranges and hand-written lists give the same values (and content keys):
@@ -218,12 +219,6 @@ class Resources(_Strict):
         if bad:
             raise _error("resources", f"{bad[0]!r}: list custom resources with amounts > 0 (CPU is trial_cpus)")
         return v
-
-
-class WandbSettings(_Strict):
-    project: str = Field("mixsweep", min_length=1)
-    entity: Optional[str] = None
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online if logged in, else offline
 
 
 class EffectSettings(_Strict):

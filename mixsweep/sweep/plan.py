@@ -189,9 +189,9 @@ class _Grid:
 
         config = {**stage.row(), "stage_key": stage.key, "job": job.model_dump(mode="json"),
                   **stage.wandb_inputs(self.store.mixture_path(stage.key))}
-        return TrackingSettings(**self.spec.wandb.model_dump(mode="json"), root=str(self.store.root),
-                                run_id=tracking.run_id(stage.key), name=stage.run_name, group=self.spec.name,
-                                job_type=stage.job_type, tags=stage.tags, config=config)
+        return TrackingSettings(**self.spec.wandb.model_dump(mode="json", exclude_none=True),
+                                root=str(self.store.root), run_id=tracking.run_id(stage.key), name=stage.run_name,
+                                group=self.spec.name, job_type=stage.job_type, tags=stage.tags, config=config)
 
     def finish(self, stage: Stage, job_type, data, **extra) -> Stage:
         """Give `stage` its job: data, recipe, resources, run settings and W&B run, once."""

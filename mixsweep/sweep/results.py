@@ -106,8 +106,7 @@ def make_report(spec, console: Console | None = None, out: Path | str | None = N
     console.print(sentence, markup=False, highlight=False, soft_wrap=True)
     for line in made_with(results):
         console.print(f"made with: {line}", markup=False, highlight=False, soft_wrap=True)
-    tracker = tracking.Tracker(**spec.wandb.model_dump(mode="json"),
-                               root=store.root if out.is_relative_to(store.root) else out)
+    tracker = tracking.Tracker.of(spec.wandb, root=store.root if out.is_relative_to(store.root) else out)
     tracking.log_report(tracker, group=spec.name, table=results,
                         plots=[p for p in paths.values() if Path(p).suffix == ".png"],
                         effects=entries, sentence=sentence, curves=report_curves(results))

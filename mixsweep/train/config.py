@@ -149,12 +149,19 @@ class RunSettings(_Strict):
     compile_cache: Optional[PathText] = None
 
 
-class TrackingSettings(_Strict):
-    """The stage's W&B run, logged live by rank 0 (mixsweep.train.live): which run, and how to reach W&B."""
+class WandbSettings(_Strict):
+    """How to reach W&B: the one settings model (a spec's `wandb:`, a stage's run, mixsweep.tracking's Tracker)."""
 
     project: str = Field("mixsweep", min_length=1)
     entity: Optional[str] = None
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online if logged in, else offline
+    timeout_s: float = Field(30.0, gt=0)  # wandb.init and the server check; finish gets 10x
+    flush_s: Optional[float] = Field(None, ge=0)  # offline run file flush interval (None: wandb's, 15 s)
+
+
+class TrackingSettings(WandbSettings):
+    """The stage's W&B run, logged live by rank 0 (mixsweep.train.live): which run, and how to reach W&B."""
+
     root: PathText  # offline runs land in root/wandb; a folder every node sees
     run_id: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$")  # one id per stage key: a restart resumes it
     name: Optional[str] = None
@@ -162,8 +169,7 @@ class TrackingSettings(_Strict):
     job_type: Optional[str] = None
     tags: list[str] = []
     config: dict = {}
-    timeout_s: float = Field(30.0, gt=0)  # wandb.init and the server check; finish gets 10x
-    flush_s: float = Field(2.0, ge=0)  # how often the offline run file is flushed (readers see progress)
+    flush_s: Optional[float] = Field(2.0, ge=0)  # live runs flush often: readers see progress
 
 
 class PretrainData(_Strict):
