@@ -106,25 +106,6 @@ def sync_command(root: Path | str) -> str:
     return f"wandb sync {shlex.quote(str(Path(root) / 'wandb'))}/offline-run-*"
 
 
-def log_stage(tracker: Tracker, *, key: str, name: str, group: str, job_type: str, config: dict,
-              history: list[dict], summary: dict, pictures: list[Path]) -> Path | None:
-    """Log one stage as one run (id from `key`); returns its local folder, None when disabled or on failure."""
-    what = f"stage {key}"
-
-    def body(run: Any, wandb: Any) -> None:
-        rows = _rows_by_step(history)
-        images = wandb_images(wandb, pictures, "pictures", what)
-        if images:  # with the last epoch, so they show next to its metrics
-            last = max(rows, default=0)
-            rows[last] = {**rows.get(last, {}), **images}
-        for step in sorted(rows):
-            run.log(rows[step], step=step)
-        run.summary.update(plain_values(summary))
-
-    return _with_run(tracker, what, body, id=run_id(key), name=name, group=group, job_type=job_type,
-                     config={"stage_key": key, **plain_values(config)})
-
-
 def log_report(tracker: Tracker, *, group: str, table: pd.DataFrame, plots: list[Path], name: str = "report",
                effects: list[dict] | None = None, sentence: str | None = None,
                curves: dict[str, pd.DataFrame] | None = None) -> Path | None:
@@ -261,18 +242,6 @@ def read_offline_run(run_dir: Path | str) -> dict:
 def read_offline_history(run_dir: Path | str) -> list[dict]:
     """The history rows (dicts with _step and the logged metrics) of a finished local run."""
     return read_offline_run(run_dir)["history"]
-
-
-def read_offline_table(run_dir: Path | str, key: str, run: dict | None = None) -> pd.DataFrame:
-    """The table a finished local run logged under `key` (a `wandb.plot` chart's is `<chart>_table`), read
-    from the file its summary entry names. `run`: the run's `read_offline_run` record, if already read."""
-    import pandas as pd
-
-    run = read_offline_run(run_dir) if run is None else run
-    if run["summary"].get(f"{key}._type") != "table-file":
-        raise KeyError(f"{run_dir}: no table logged under {key!r}")
-    data = json.loads((Path(run_dir) / "files" / run["summary"][f"{key}.path"]).read_text())
-    return pd.DataFrame(data["data"], columns=data["columns"])
 
 
 def declare_synced_inputs(wandb: Any, tracker: Tracker, run: dict) -> list[str]:
@@ -445,16 +414,6 @@ def _drop_inherited_service() -> None:
 def _env(**values: str) -> Iterator[None]:
     with _ENV_LOCK, environ(**values):  # one wandb.init at a time may see its WANDB_MODE
         yield
-
-
-def _rows_by_step(history: list[dict]) -> dict[int, dict]:
-    """step = the row's epoch (else its index); a repeated epoch (a resumed run) keeps its last row."""
-    rows: dict[int, dict] = {}
-    for i, row in enumerate(history):
-        row = plain_values(row)
-        step = row.get("epoch", i)
-        rows[int(step) if isinstance(step, (int, float)) else i] = row
-    return rows
 
 
 def wandb_images(wandb: Any, paths: list[Path], prefix: str, what: str) -> dict[str, Any]:

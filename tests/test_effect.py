@@ -18,12 +18,12 @@ import pytest
 
 from scipy import stats
 
+from fixtures import paired_difference
 from mixsweep.report.analyze import (
     EffectDesign,
     effect,
     effect_sentence,
     holm,
-    paired_difference,
     paired_test,
     seed_slopes,
     t_intervals,
@@ -252,7 +252,7 @@ def test_make_report_prints_the_sentence_and_returns_effect_json(tmp_path, monke
     assert paths["effect.json"] == tmp_path / "reports" / "demo" / "effect.json"
     assert all(p.is_file() for p in paths.values())
     printed = console.export_text()
-    assert sweep_results.effect_summary(results) in printed and "detected at fine-tune size 1" in printed
+    assert effect_sentence(effect(results)) in printed and "detected at fine-tune size 1" in printed
 
 
 def test_make_report_prints_the_sentence_and_returns_effect_json(tmp_path, monkeypatch):

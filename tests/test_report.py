@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 from scipy import stats
 
+from fixtures import paired_difference
 from mixsweep.report.analyze import (
     METRICS,
     aggregate,
     fit_curve,
-    paired_difference,
     paper_table,
     suggest_fractions,
     t_intervals,

@@ -83,20 +83,6 @@ def t_intervals(values: np.ndarray, ci: float = 0.95,
     return mean, low, high
 
 
-def paired_difference(values: np.ndarray, i: int, j: int, ci: float = 0.95):
-    """Mean and t-CI of (fraction j - fraction i), paired by seed: the interval of the per-seed differences.
-
-    `values` is (seeds x fractions), NaN = missing run; seeds missing either fraction are dropped. Returns
-    three floats; with leading batch axes (..., seeds, fractions) three arrays of the batch shape.
-    """
-    values = np.asarray(values, dtype=float)
-    d = values[..., j] - values[..., i]
-    mean, low, high = t_intervals(d, ci, axis=-1)
-    if d.ndim == 1:
-        return float(mean[0]), float(low[0]), float(high[0])
-    return mean, low, high
-
-
 def seed_slopes(values: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     """Least-squares slope of each seed's metric against the animal fraction, over that seed's finite runs.
 

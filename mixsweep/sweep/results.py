@@ -61,14 +61,6 @@ def results_table(spec):
     return frame, len(keys) - len(frame)
 
 
-def effect_summary(results, design=None) -> str:
-    """The report's first sentence: is the declared effect of the animal fraction there, from the statistics
-    alone (the same sentence results.md opens with; the numbers are in effect.json)."""
-    from mixsweep.report.analyze import effect, effect_sentence
-
-    return effect_sentence(effect(results, design))
-
-
 def report_folder(spec, store: Store, out: Path | str | None = None, console: Console | None = None) -> Path:
     """`out`, else <storage>/reports/<spec name>, else (a read-only store) ./mixsweep-reports/<spec name>."""
     if out is not None:
