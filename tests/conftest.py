@@ -96,8 +96,10 @@ def ray_local():
     import ray
     from ray.cluster_utils import Cluster
 
+    # The dashboard on a free port: another Ray on this machine (a user's, a demo) may hold the default one.
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "resources": {HEAD_RESOURCE: 8}, "include_dashboard": True})
+        "num_cpus": 0, "resources": {HEAD_RESOURCE: 8}, "include_dashboard": True,
+        "dashboard_port": free_ports(1)[0]})
     for _ in range(2):
         cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
