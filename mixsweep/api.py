@@ -67,7 +67,7 @@ class Sweep:
     def effect(self) -> list[dict]:
         """The spec's declared effect test (role primary), the secondary tests with Holm-adjusted p-values and
         the transfer comparison, as effect.json holds them."""
-        from mixsweep.report.analyze import effect
+        from mixsweep.report.effect import effect
 
         design = self.spec.effect.design() if self.spec.effect is not None else None
         return effect(self.results(), design)

@@ -238,7 +238,7 @@ class EffectSettings(_Strict):
     # same model from random weights (supervised_mae for the fine-tunes, random_probe for the probes)
 
     def design(self):
-        from mixsweep.report.analyze import EffectDesign
+        from mixsweep.report.effect import EffectDesign
 
         values = self.model_dump()
         values["scratch"] = self.scratch or ("random_probe" if self.method == "probe" else "supervised_mae")

@@ -111,7 +111,7 @@ def log_report(tracker: Tracker, *, group: str, table: pd.DataFrame, plots: list
                curves: dict[str, pd.DataFrame] | None = None) -> Path | None:
     """Log a sweep's report as one run (job_type "report"): the results table, the plots as images, each of
     `curves` (metric -> `analyze.curve_lines` frame) as a native W&B line plot under `curve/<metric>`, and
-    `effects` (`analyze.effect` entries) with their `sentence` in the summary under `effect/ft<fraction>/…`."""
+    `effects` (`mixsweep.report.effect.effect` entries) with their `sentence` in the summary under `effect/ft<fraction>/…`."""
     what = f"report {group}"
 
     def body(run: Any, wandb: Any) -> None:
@@ -294,7 +294,7 @@ def _cell(v: Any) -> Any:
 
 
 def _effect_summary(effects: list[dict], sentence: str | None) -> dict:
-    """`analyze.effect` entries as flat summary keys: effect/primary/<name>, effect/transfer/<name>, and
+    """`mixsweep.report.effect.effect` entries as flat summary keys: effect/primary/<name>, effect/transfer/<name>, and
     effect/<metric>/ft<fraction, 0_25>/<name> for secondary ones; non-finite numbers as None."""
     out: dict[str, Any] = {}
     for e in effects:

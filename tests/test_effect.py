@@ -19,15 +19,8 @@ import pytest
 from scipy import stats
 
 from fixtures import paired_difference
-from mixsweep.report.analyze import (
-    EffectDesign,
-    effect,
-    effect_sentence,
-    holm,
-    paired_test,
-    seed_slopes,
-    t_intervals,
-)
+from mixsweep.report.analyze import seed_slopes, t_intervals
+from mixsweep.report.effect import EffectDesign, effect, effect_sentence, holm, paired_test
 from mixsweep.train.config import WandbSettings
 from mixsweep.report.build import write_report
 

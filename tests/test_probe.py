@@ -247,7 +247,8 @@ def test_a_spec_with_a_probe_plans_one_per_pretraining_and_size_and_adds_no_othe
 def test_the_effect_of_a_probe_endpoint_reads_the_probes():
     import pandas as pd
 
-    from mixsweep.report.analyze import EffectDesign, effect, paper_table
+    from mixsweep.report.analyze import paper_table
+    from mixsweep.report.effect import EffectDesign, effect
 
     rows = []
     for seed in range(4):

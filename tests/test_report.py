@@ -11,14 +11,7 @@ from PIL import Image
 from scipy import stats
 
 from fixtures import paired_difference
-from mixsweep.report.analyze import (
-    METRICS,
-    aggregate,
-    fit_curve,
-    paper_table,
-    suggest_fractions,
-    t_intervals,
-)
+from mixsweep.report.analyze import METRICS, aggregate, fit_curve, paper_table, suggest_fractions, t_intervals
 from mixsweep.report.build import write_report
 
 FRACS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -243,7 +236,7 @@ def test_write_report_skips_empty_plots(sweep, tmp_path):
 def test_each_plot_says_whether_it_is_the_declared_test(sweep, tmp_path):
     """A probe endpoint gets its own plot; the fine-tunes' IoU plot runs the same design on its own stages and
     says it is not the declared endpoint (it once printed the probes' numbers over the fine-tunes' curve)."""
-    from mixsweep.report.analyze import EffectDesign, effect
+    from mixsweep.report.effect import EffectDesign, effect
     from mixsweep.report.plots import plot_sentence
 
     results, hist = sweep

@@ -245,7 +245,8 @@ def _by_hand(ft: float) -> dict:
 
 
 def test_report_run_holds_effect_curve_and_table(tmp_path):
-    from mixsweep.report.analyze import effect, effect_sentence, report_curves
+    from mixsweep.report.analyze import report_curves
+    from mixsweep.report.effect import effect, effect_sentence
 
     results = _results()
     entries = effect(results)  # what make_report passes

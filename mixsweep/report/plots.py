@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mixsweep.methods import FRACTION_METHODS, METHODS, PROBE_METHODS, label
-from mixsweep.report.analyze import (METRICS, EffectDesign, aggregate, clean, effect, effect_sentence, finetunes,
-                                     fits, seed_matrix, t_intervals)
+from mixsweep.report.analyze import METRICS, aggregate, clean, finetunes, fits, seed_matrix, t_intervals
+from mixsweep.report.effect import EffectDesign, effect, effect_sentence
 
 DPI = 110
 
@@ -60,7 +60,7 @@ def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path
     """Test `metric` of `method`'s stages (end-to-end fine-tunes "mae", or frozen-encoder probes "probe") against
     animal fraction: per fine-tune fraction the seed mean with its 95% Student-t CI band over seeds, the fitted
     curve dashed (fine-tunes), and the baselines of that kind at that fine-tune fraction as horizontal lines;
-    the effect sentence (analyze.effect_sentence) as the subtitle, naming whether it is the declared test."""
+    the effect sentence (effect.effect_sentence) as the subtitle, naming whether it is the declared test."""
     agg = aggregate(results, metric)
     mae = agg[agg["method"] == method] if not agg.empty else agg
     what = "probes" if method == "probe" else "MAE fine-tunes"

@@ -83,7 +83,8 @@ def make_report(spec, console: Console | None = None, out: Path | str | None = N
     sentence to the terminal.
     """
     from mixsweep import tracking
-    from mixsweep.report.analyze import effect, effect_sentence, report_curves
+    from mixsweep.report.analyze import report_curves
+    from mixsweep.report.effect import effect, effect_sentence
     from mixsweep.report.build import write_report
 
     from mixsweep.report.build import made_with
