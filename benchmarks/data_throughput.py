@@ -57,7 +57,7 @@ def draw_photo(rng: np.random.Generator, w: int, h: int, noise: np.ndarray) -> I
 
 
 def synth_images(folder: Path, n: int, source: str = "own", seed: int = 0) -> tuple[list[Path], str]:
-    """n synthetic JPEGs in `folder`: our own 640x480-ish drawings (like FACTS.md's CPU anchor), or the
+    """n synthetic JPEGs in `folder`: our own 640x480-ish drawings (COCO's typical size), or the
     COCO-format train images of mixsweep.synth.write_synth (scale 'medium'; ~250 px, smaller than COCO)."""
     if source == "mixsweep":
         try:

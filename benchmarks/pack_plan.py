@@ -11,7 +11,7 @@ Two parts, one run (no Ray, no GPU):
     python benchmarks/pack_plan.py --skip-timing       # counts only (about a minute: 45 mixtures of 117k ids)
     python benchmarks/pack_plan.py --index coco_index.parquet --val-index coco_val_index.parquet  # real counts
 
-The synthetic index has the real COCO 2017 sizes (FACTS.md): 117,266 annotated train2017 images and
+The synthetic index has the real COCO 2017 sizes: 117,266 annotated train2017 images and
 4,952 annotated val2017 images. How many of them count as animal depends on the rule and is printed by
 `mixsweep data coco-index` on the real JSON; the defaults (23,000 train, 1,090 val) follow the spec's
 "~23k images per mixture" and the paper's 1,090 validation animals. Pass the real indexes for exact figures.

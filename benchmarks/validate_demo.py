@@ -75,9 +75,13 @@ def read_record(path: Path, want: dict) -> dict[tuple[str, int], dict]:
     return done
 
 
-def primary(report: Path) -> dict:
+def primary(report: Path) -> dict | None:
+    """The world's primary endpoint test from its report; None when there is no report or no verdict in it
+    (its stages failed: a killed Ray, say)."""
+    if not (report / "effect.json").is_file():
+        return None
     entries = json.loads((report / "effect.json").read_text())
-    return next(e for e in entries if e.get("role") == "primary")
+    return next((e for e in entries if e.get("role") == "primary"), None)
 
 
 def summary(rows: list[dict], worlds: list[str]) -> None:
@@ -123,10 +127,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         report = Path("runs") / f"{name}-{world}-s{seed}" / "reports" / f"{name}-{world}-s{seed}"
         t0, wall_s = time.perf_counter(), None
-        if not (report / "effect.json").is_file():
+        if primary(report) is None:
             subprocess.run(cmd, check=True)
             wall_s = round(time.perf_counter() - t0, 1)
-        row = {"world": world, "world_seed": seed, "design": want, "primary": primary(report), "wall_s": wall_s,
+        verdict = primary(report)
+        if verdict is None:  # nothing is recorded: a failure of the machine is not a verdict of the design
+            store = report.parents[1]
+            raise SystemExit(f"{store}: the {world} world {seed} has no primary verdict (its stages failed; "
+                             f"see {store / 'stages'}/*/failed.json); remove {store} and run this again")
+        row = {"world": world, "world_seed": seed, "design": want, "primary": verdict, "wall_s": wall_s,
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         with args.record.open("a") as f:
             f.write(json.dumps(row) + "\n")

@@ -34,7 +34,7 @@ Training, one job from a YAML config (Ray Train, or --local without Ray):
   mixsweep train finetune cfg.yaml    segmentation fine-tuning (MAE, scratch MAE or ResNet-50)
 
 Sweeps, from sweeps/*.yaml (Ray Tune; one pre-training feeds every fine-tune; only new keys run):
-  mixsweep plan SPEC        stage graph: keys, done / pending, estimated GPU-hours (a dry run)
+  mixsweep plan SPEC        stage graph: keys, done / pending, estimated cost and checkpoint bytes (a dry run)
   mixsweep run SPEC         run the pending stages
   mixsweep report SPEC      Table 2, plots with 95% CIs over seeds, W&B report run (from the store alone)
   mixsweep results SPEC     the store's rows for the spec: a table, --format csv|json, or --out x.parquet
@@ -213,34 +213,54 @@ def cmd_plan(args: argparse.Namespace) -> None:
     import json
 
     from mixsweep.spec import load_spec
+    from mixsweep.sweep.cost import estimate, fmt_bytes, fmt_seconds
     from mixsweep.sweep.plan import build_plan, plan_rows
     from mixsweep.sweep.store import Store
 
     spec = load_spec(args.spec)
-    plan = build_plan(spec, Store(spec.storage))  # a dry run: writes nothing
-    rows = plan_rows(plan)
+    store = Store(spec.storage)
+    plan = build_plan(spec, store)  # a dry run: writes nothing
+    costs = estimate(plan, spec, store)
+    rows = plan_rows(plan, costs)
+    todo = costs.total(s.key for s in plan.stages if s.status != "done")
+    every = costs.total(s.key for s in plan.stages)
     totals = {**plan.counts(), "stages": len(rows), "pack_images": plan.union_size,
-              "mixture_rows": plan.mixture_rows,
-              "gpu_hours_pending": sum(r["gpu_hours"] for r in rows if r["status"] != "done"),
-              "gpu_hours_total": sum(r["gpu_hours"] for r in rows)}
+              "mixture_rows": plan.mixture_rows, "gpu_hours_pending": todo.total_s / 3600,
+              "gpu_hours_total": every.total_s / 3600, "checkpoint_bytes_pending": todo.checkpoint_bytes,
+              "checkpoint_bytes_total": every.checkpoint_bytes, "cost_sources": costs.sources}
     if args.format == "json":
         print(json.dumps({"spec": spec.name, "stages": rows, "totals": totals}, indent=1))
         return
     t = Table(title=f"{spec.name}: stage graph ({spec.storage})")
-    for col in ("kind", "method", "F", "ft", "seed", "key", "parent", "status", "images", "GPU-h"):
-        t.add_column(col, justify="right" if col in ("F", "ft", "seed", "images", "GPU-h") else "left")
+    right = ("F", "ft", "seed", "images", "steps", "fixed", "ckpt", "GPU-h")
+    for col in ("kind", "method", "F", "ft", "seed", "key", "parent", "status") + right[3:]:
+        t.add_column(col, justify="right" if col in right else "left")
     for r in rows:
+        fixed = r["startup_s"] + r["compile_s"] + r["eval_s"] + r["checkpoint_s"]
         t.add_row(r["job_type"], r["method"], "-" if r["animal_fraction"] is None else f"{r['animal_fraction']:g}",
                   "-" if r["finetune_fraction"] is None else f"{r['finetune_fraction']:g}", str(r["seed"]), r["key"],
-                  r["parent_key"] or "-", r["status"], str(r["n_images"]), f"{r['gpu_hours']:.3g}")
+                  r["parent_key"] or "-", r["status"], str(r["n_images"]), fmt_seconds(r["step_s"]),
+                  fmt_seconds(fixed), fmt_bytes(r["checkpoint_bytes"]), f"{r['gpu_hours']:.3g}")
     console.print(t)
     console.print(f"{totals['stages']} stages: {totals['done']} done, {totals['pending']} pending, "
-                  f"{totals['failed']} failed, {totals['diverged']} diverged; estimated {totals['gpu_hours_pending']:.3g} of "
-                  f"{totals['gpu_hours_total']:.3g} GPU-hours still to run (one H200, bf16, measured step rates)")
+                  f"{totals['failed']} failed, {totals['diverged']} diverged; estimated "
+                  f"{totals['gpu_hours_pending']:.3g} of {totals['gpu_hours_total']:.3g} GPU-hours still to run")
+    console.print(f"still to run: steps {fmt_seconds(todo.step_s)} + start-up {fmt_seconds(todo.startup_s)} + compile "
+                  f"{fmt_seconds(todo.compile_s)} + eval {fmt_seconds(todo.eval_s)} + checkpoints "
+                  f"{fmt_seconds(todo.checkpoint_s)}, writing {fmt_bytes(todo.checkpoint_bytes)} of checkpoints "
+                  f"({_checkpoint_rule(spec)})")
+    for line in costs.sources:
+        console.print(f"rates: {line}")
     if plan.union is not None:
         console.print(f"pre-training pack: the {plan.union_size} images of the grid's mixtures together, decoded "
                       f"once ({plan.mixture_rows} rows over the mixtures; `mixsweep run` lists them in "
                       f"{plan.union})")
+
+
+def _checkpoint_rule(spec) -> str:
+    every = (f"every {spec.checkpoint_every} epochs" if spec.checkpoint_every is not None
+             else f"every {spec.checkpoint_minutes:g} min of training")
+    return f"a resumable one {every}, a weights-only one at the end"
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -412,9 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", help="Ray cluster address (default: start or join a local instance)")
     train.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("plan", help="show a sweep's stage graph: keys, status, estimated GPU-hours",
+    s = sub.add_parser("plan", help="show a sweep's stage graph: keys, status, estimated cost",
                        description="Expand a sweep spec into its stages (pre-trainings, fine-tunes, baselines) with "
-                                   "their content keys, whether each is done in the store, and estimated cost. "
+                                   "their content keys, whether each is done in the store, and estimated cost: "
+                                   "training steps plus fixed costs (start-up, compile, evaluation, checkpoint "
+                                   "writes) and the checkpoint bytes written, from the store's finished stages of "
+                                   "the same method, preset and device kind when it has them, else from reference "
+                                   "rates measured on one NVIDIA H200. "
                                    "A dry run: it reads the data roots (the keys follow the images) and the "
                                    "store, and writes nothing. Synthetic data the store lacks is generated in a "
                                    "temporary folder.")

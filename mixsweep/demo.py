@@ -50,7 +50,9 @@ def run_sweep_demo(spec_path: Path | None = None, world: str = "planted", world_
     t0 = time.perf_counter()
     spec, where = demo_spec(world, world_seed, spec_path)
     console.rule(f"1. sweep {spec.name}: {where}")
-    run_sweep(spec, where)
+    # A Ray of its own: without an address Ray joins the cluster last started on this machine (a test's, a
+    # half-torn-down one), whose end would cancel the demo's stages.
+    run_sweep(spec, where, address="local")
     console.rule("2. report")
     paths = make_report(spec, console=console)
     t = Table(title="where to look")

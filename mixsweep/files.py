@@ -36,21 +36,29 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     tmp = temp_name(path)
     try:
         yield tmp
-        _fsync_tree(tmp)
-        if tmp.is_dir() and path.is_dir():  # a folder cannot be renamed over a non-empty one
-            old = temp_name(path)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        publish(tmp, path)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def publish(tmp: Path | str, path: Path | str) -> Path:
+    """Flush `tmp` (a file or a folder written beside `path`, on the same file system) and rename it to `path`
+    in one step, replacing what was there."""
+    tmp, path = Path(tmp), Path(path)
+    _fsync_tree(tmp)
+    if tmp.is_dir() and path.is_dir():  # a folder cannot be renamed over a non-empty one
+        old = temp_name(path)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
 
 
 def _fsync_tree(path: Path) -> None:

@@ -20,8 +20,10 @@ from pydantic_core import PydanticCustomError
 
 from mixsweep.errors import MixsweepError
 from mixsweep.yamlio import read_yaml
-from mixsweep.train.config import (FolderName, LocalPath, PathText, ScalingSettings, Seed, StrictInt, _Strict,
-                                   check_seed, format_validation_error)
+from mixsweep.methods import BaselineName, FractionMethodName
+from mixsweep.train.config import (AttentionBackend, CompileMode, FolderName, LocalPath, PathText, PresetName,
+                                   ScalingSettings, Seed, StrictInt, WandbSettings, _Strict, check_seed,
+                                   format_validation_error)
 from mixsweep.train.recipes import FinetuneRecipe, PretrainRecipe
 
 # Fractions are rounded so that ranges and hand-written lists give the same values (and content keys):
@@ -134,10 +136,6 @@ class Grid(_Strict):
             object.__setattr__(self, "baseline_seeds", sorted(set(self.baseline_seeds)))
         return self
 
-    @property
-    def animal(self) -> list[float]:
-        return self.animal_fractions
-
 
 class SynthData(_Strict):
     """Synthetic look-alike data, written by `mixsweep.synth.write_synth` under
@@ -194,10 +192,6 @@ class DataRoots(_Strict):
             raise _error("data_root", f"missing data root: {v} does not exist")
         return v
 
-    @property
-    def is_synth(self) -> bool:
-        return self.synth is not None
-
 
 class MixtureSettings(_Strict):
     """How each pre-training mixture is drawn (`mixsweep.data.mixture.build_mixture`) and packed."""
@@ -227,12 +221,6 @@ class Resources(_Strict):
         return v
 
 
-class WandbSettings(_Strict):
-    project: str = Field("mixsweep", min_length=1)
-    entity: Optional[str] = None
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online if logged in, else offline
-
-
 class EffectSettings(_Strict):
     """The effect test, declared before the results are looked at: the primary endpoint (`metric` of the MAE
     fine-tunes at fine-tune size `finetune_fraction`), the `direction` expected as the animal fraction goes
@@ -241,16 +229,16 @@ class EffectSettings(_Strict):
     Holm-adjusted). `scratch`: the baseline the pre-trained model is compared with (transfer)."""
 
     metric: Literal["test_iou_binary", "test_miou", "test_accuracy", "test_loss"] = "test_iou_binary"
-    method: Literal["mae", "probe"] = "mae"  # the end-to-end fine-tunes, or the frozen-encoder probes
+    method: FractionMethodName = "mae"  # the end-to-end fine-tunes, or the frozen-encoder probes
     finetune_fraction: Optional[float] = None  # None: the largest of the grid
     direction: Literal["increase", "decrease", "two-sided"] = "two-sided"
     alpha: float = Field(0.05, gt=0, lt=0.5)
     fractions: Optional[tuple[float, float]] = None  # None: the lowest and the highest animal fraction
-    scratch: Optional[Literal["supervised_mae", "resnet50", "resnet18", "random_probe"]] = None  # None: the
+    scratch: Optional[BaselineName] = None  # None: the
     # same model from random weights (supervised_mae for the fine-tunes, random_probe for the probes)
 
     def design(self):
-        from mixsweep.report.analyze import EffectDesign
+        from mixsweep.report.effect import EffectDesign
 
         values = self.model_dump()
         values["scratch"] = self.scratch or ("random_probe" if self.method == "probe" else "supervised_mae")
@@ -264,9 +252,9 @@ class SweepSpec(_Strict):
     name: FolderName = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
     grid: Grid
-    baselines: list[Literal["supervised_mae", "resnet50", "resnet18", "random_probe"]] = []
+    baselines: list[BaselineName] = []
     data: DataRoots
-    preset: str = "base"
+    preset: PresetName = "base"
     head: Literal["decoder", "linear"] = "decoder"
     mixture: MixtureSettings = MixtureSettings()
     pretrain: PretrainRecipe = PretrainRecipe()
@@ -286,9 +274,18 @@ class SweepSpec(_Strict):
     mirror: Optional[PathText] = None
     wandb: WandbSettings = WandbSettings()
     effect: EffectSettings = EffectSettings()  # read by the report only: not part of any stage key
-    checkpoint_every: int = Field(5, ge=1)
+    # How often a stage saves a resumable checkpoint: every `checkpoint_every` epochs, or (None) every
+    # `checkpoint_minutes` of training (a lost node costs at most that much of one stage); a finished stage
+    # keeps its weights only.
+    checkpoint_every: Optional[int] = Field(None, ge=1)
+    checkpoint_minutes: float = Field(15.0, gt=0)
     pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end
     max_failures: int = Field(1, ge=0)
+    # How a stage's step runs (RunSettings: compile, compile_mode, attention); none enters a stage key.
+    compile: Optional[bool] = None
+    compile_mode: CompileMode = "default"
+    attention: AttentionBackend = "auto"
+    augment_ahead: bool = False
 
     @field_validator("storage")
     @classmethod
@@ -327,15 +324,6 @@ class SweepSpec(_Strict):
         if e.fractions is not None and e.fractions[0] >= e.fractions[1]:
             raise _error("effect", f"effect.fractions {list(e.fractions)}: the low fraction comes first")
         return self
-
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, v: str) -> str:
-        from mixsweep.models.mae import PRESETS
-
-        if v not in PRESETS:
-            raise _error("preset", f"unknown preset {v!r} (choose from {', '.join(PRESETS)})")
-        return v
 
 
 def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | str | None = None,

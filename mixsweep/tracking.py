@@ -22,13 +22,15 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from pydantic import Field
+
 from mixsweep.envvars import environ
 from mixsweep.files import check_writable
+from mixsweep.train.config import WandbSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,19 +47,15 @@ class TrackingWarning(UserWarning):
     """W&B could not log something; training is unaffected."""
 
 
-@dataclass(frozen=True)
-class Tracker:
-    """Where and how to log: a W&B project/entity, a mode, and the store root that holds offline runs."""
+class Tracker(WandbSettings):
+    """Where and how to log: the W&B settings, and the store root that holds offline runs (root/wandb)."""
 
-    project: str = "mixsweep"
-    entity: str | None = None
-    mode: str = "auto"
-    root: Path = field(default_factory=Path.cwd)
-    timeout_s: float = 30.0  # server check and wandb.init; uploads at finish get 10x
-    flush_s: float | None = None  # offline run file flush interval (wandb's default: 15 s)
+    root: Path = Field(default_factory=Path.cwd)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
+    @classmethod
+    def of(cls, settings: WandbSettings, root: Path | str) -> Tracker:
+        """A tracker for `settings` (a spec's, or a stage's run settings) writing offline runs under `root`."""
+        return cls(**settings.model_dump(include=set(WandbSettings.model_fields)), root=Path(root))
 
 
 def resolve_mode(mode: str) -> str:
@@ -71,10 +69,10 @@ def resolve_mode(mode: str) -> str:
     env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
     if env_mode in ("offline", "dryrun", "disabled"):
         return "disabled" if env_mode == "disabled" else "offline"
-    return "online" if _api_key_configured() else "offline"
+    return "online" if api_key_configured() else "offline"
 
 
-def _api_key_configured() -> bool:
+def api_key_configured() -> bool:
     """True when WANDB_API_KEY is set or netrc has an entry for the W&B host; the key is never read out."""
     if os.environ.get("WANDB_API_KEY", "").strip():
         return True
@@ -108,46 +106,27 @@ def sync_command(root: Path | str) -> str:
     return f"wandb sync {shlex.quote(str(Path(root) / 'wandb'))}/offline-run-*"
 
 
-def log_stage(tracker: Tracker, *, key: str, name: str, group: str, job_type: str, config: dict,
-              history: list[dict], summary: dict, pictures: list[Path]) -> Path | None:
-    """Log one stage as one run (id from `key`); returns its local folder, None when disabled or on failure."""
-    what = f"stage {key}"
-
-    def body(run: Any, wandb: Any) -> None:
-        rows = _rows_by_step(history)
-        images = _images(wandb, pictures, "pictures", what)
-        if images:  # with the last epoch, so they show next to its metrics
-            last = max(rows, default=0)
-            rows[last] = {**rows.get(last, {}), **images}
-        for step in sorted(rows):
-            run.log(rows[step], step=step)
-        run.summary.update(_plain(summary))
-
-    return _with_run(tracker, what, body, id=run_id(key), name=name, group=group, job_type=job_type,
-                     config={"stage_key": key, **_plain(config)})
-
-
 def log_report(tracker: Tracker, *, group: str, table: pd.DataFrame, plots: list[Path], name: str = "report",
                effects: list[dict] | None = None, sentence: str | None = None,
                curves: dict[str, pd.DataFrame] | None = None) -> Path | None:
     """Log a sweep's report as one run (job_type "report"): the results table, the plots as images, each of
     `curves` (metric -> `analyze.curve_lines` frame) as a native W&B line plot under `curve/<metric>`, and
-    `effects` (`analyze.effect` entries) with their `sentence` in the summary under `effect/ft<fraction>/…`."""
+    `effects` (`mixsweep.report.effect.effect` entries) with their `sentence` in the summary under `effect/ft<fraction>/…`."""
     what = f"report {group}"
 
     def body(run: Any, wandb: Any) -> None:
-        row = {**_images(wandb, plots, "plots", what)}
+        row = {**wandb_images(wandb, plots, "plots", what)}
         try:
             row["results"] = _table(wandb, table)
         except Exception as e:
-            _warn(f"W&B: {what}: results table skipped: {_brief(e)}")
+            warn(f"W&B: {what}: results table skipped: {brief_error(e)}")
         for metric, lines in (curves or {}).items():
             try:
                 chart = _table(wandb, lines)
                 row[f"curve/{metric}"] = wandb.plot.line(chart, "animal_fraction", metric, stroke="line",
                                                          title=f"{metric} against animal fraction (seed mean)")
             except Exception as e:
-                _warn(f"W&B: {what}: curve of {metric} skipped: {_brief(e)}")
+                warn(f"W&B: {what}: curve of {metric} skipped: {brief_error(e)}")
         run.log(row, step=0)
         run.summary.update(_effect_summary(effects or [], sentence))
 
@@ -195,7 +174,7 @@ def log_outputs(tracker: Tracker, *, key: str, artifacts: list[dict]) -> Path | 
 def log_artifacts(run: Any, wandb: Any, artifacts: list[dict]) -> None:
     """Log reference artifacts (name, type, reference, aliases, metadata) as outputs of an open run."""
     for a in artifacts:
-        artifact = wandb.Artifact(a["name"], type=a["type"], metadata=_plain(a.get("metadata") or {}))
+        artifact = wandb.Artifact(a["name"], type=a["type"], metadata=plain_values(a.get("metadata") or {}))
         artifact.add_reference(a["reference"], checksum=False)  # a reference: no bytes hashed or uploaded
         run.log_artifact(artifact, aliases=list(a.get("aliases") or []))
 
@@ -265,31 +244,17 @@ def read_offline_history(run_dir: Path | str) -> list[dict]:
     return read_offline_run(run_dir)["history"]
 
 
-def read_offline_table(run_dir: Path | str, key: str, run: dict | None = None) -> pd.DataFrame:
-    """The table a finished local run logged under `key` (a `wandb.plot` chart's is `<chart>_table`), read
-    from the file its summary entry names. `run`: the run's `read_offline_run` record, if already read."""
-    import pandas as pd
-
-    run = read_offline_run(run_dir) if run is None else run
-    if run["summary"].get(f"{key}._type") != "table-file":
-        raise KeyError(f"{run_dir}: no table logged under {key!r}")
-    data = json.loads((Path(run_dir) / "files" / run["summary"][f"{key}.path"]).read_text())
-    return pd.DataFrame(data["data"], columns=data["columns"])
-
-
 def declare_synced_inputs(wandb: Any, tracker: Tracker, run: dict) -> list[str]:
     """Declare an uploaded offline run's input artifacts (config `inputs`) by resuming it online.
 
     `run` is the run's `read_offline_run` record; its project and entity win over the tracker's. Returns the
     names declared, [] (and nothing started) when it has none. Raises when W&B refuses: the caller retries.
     """
-    from dataclasses import replace
-
     inputs = artifact_inputs(run.get("config") or {})
     if not inputs:
         return []
-    online = replace(tracker, project=run.get("project") or tracker.project,
-                     entity=run.get("entity") or tracker.entity, mode="online")
+    online = tracker.model_copy(update={"project": run.get("project") or tracker.project,
+                                        "entity": run.get("entity") or tracker.entity, "mode": "online"})
     live = _init(wandb, online, "online", id=run["run_id"], resume="must")
     try:
         declare_inputs(live, wandb, inputs)
@@ -329,7 +294,7 @@ def _cell(v: Any) -> Any:
 
 
 def _effect_summary(effects: list[dict], sentence: str | None) -> dict:
-    """`analyze.effect` entries as flat summary keys: effect/primary/<name>, effect/transfer/<name>, and
+    """`mixsweep.report.effect.effect` entries as flat summary keys: effect/primary/<name>, effect/transfer/<name>, and
     effect/<metric>/ft<fraction, 0_25>/<name> for secondary ones; non-finite numbers as None."""
     out: dict[str, Any] = {}
     for e in effects:
@@ -379,18 +344,21 @@ def _with_run(tracker: Tracker, what: str, body: Callable[[Any, Any], None], exi
         check_writable(tracker.root / "wandb", "W&B folder")  # else wandb quietly falls back to a temp dir
         import wandb
 
-        run = _start(wandb, tracker, mode, what, **init_args)
+        run = start_run(wandb, tracker, mode, what, **init_args)
         try:
             body(run, wandb)
         finally:
             run.finish(exit_code=exit_code)
         return Path(run.dir).parent
     except Exception as e:
-        _warn(f"W&B: {what} not logged: {_brief(e)}")
+        warn(f"W&B: {what} not logged: {brief_error(e)}")
         return None
 
 
-def _start(wandb: Any, tracker: Tracker, mode: str, what: str, *, id: str, **init_args: Any) -> Any:
+# start_run, wandb_images, plain_values, brief_error and warn are public: mixsweep.train.live builds a stage's
+# live run from them.
+
+def start_run(wandb: Any, tracker: Tracker, mode: str, what: str, *, id: str, **init_args: Any) -> Any:
     """wandb.init, online if asked and the server takes our key in time, else offline (one warning)."""
     if mode == "online":
         problem = _online_problem(wandb, tracker)
@@ -398,10 +366,10 @@ def _start(wandb: Any, tracker: Tracker, mode: str, what: str, *, id: str, **ini
             try:
                 return _init(wandb, tracker, "online", id=id, **init_args)
             except Exception as e:
-                problem = _brief(e)
+                problem = brief_error(e)
                 # wandb-core keeps the failed online run's id busy in this process
                 id = f"{id}-offline"
-        _warn(f"W&B: {what} logged offline ({problem}); upload later with: {sync_command(tracker.root)}")
+        warn(f"W&B: {what} logged offline ({problem}); upload later with: {sync_command(tracker.root)}")
     return _init(wandb, tracker, "offline", id=id, **init_args)
 
 
@@ -414,7 +382,7 @@ def _online_problem(wandb: Any, tracker: Tracker) -> str | None:
             wandb.Api(timeout=max(1, int(tracker.timeout_s)))  # verifies the key with the server
             _ONLINE_PROBLEM[fingerprint] = None
         except Exception as e:
-            _ONLINE_PROBLEM[fingerprint] = _brief(e)
+            _ONLINE_PROBLEM[fingerprint] = brief_error(e)
     return _ONLINE_PROBLEM[fingerprint]
 
 
@@ -448,17 +416,7 @@ def _env(**values: str) -> Iterator[None]:
         yield
 
 
-def _rows_by_step(history: list[dict]) -> dict[int, dict]:
-    """step = the row's epoch (else its index); a repeated epoch (a resumed run) keeps its last row."""
-    rows: dict[int, dict] = {}
-    for i, row in enumerate(history):
-        row = _plain(row)
-        step = row.get("epoch", i)
-        rows[int(step) if isinstance(step, (int, float)) else i] = row
-    return rows
-
-
-def _images(wandb: Any, paths: list[Path], prefix: str, what: str) -> dict[str, Any]:
+def wandb_images(wandb: Any, paths: list[Path], prefix: str, what: str) -> dict[str, Any]:
     images = {}
     for path in map(Path, paths):
         try:
@@ -466,11 +424,11 @@ def _images(wandb: Any, paths: list[Path], prefix: str, what: str) -> dict[str, 
                 raise FileNotFoundError("no such file")
             images[f"{prefix}/{path.stem}"] = wandb.Image(str(path))
         except Exception as e:
-            _warn(f"W&B: {what}: picture {path} skipped: {_brief(e)}")
+            warn(f"W&B: {what}: picture {path} skipped: {brief_error(e)}")
     return images
 
 
-def _plain(d: dict) -> dict:
+def plain_values(d: dict) -> dict:
     """JSON-safe copy: Paths, numpy scalars and the like become plain values or strings."""
     return json.loads(json.dumps(d, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
@@ -481,7 +439,7 @@ def _apply(target: dict, change: dict) -> None:
         target.pop(key if isinstance(key, str) else ".".join(key), None)
 
 
-def _brief(e: BaseException) -> str:
+def brief_error(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
     return _scrub(text[:300])
@@ -492,6 +450,6 @@ def _scrub(text: str) -> str:
     return text.replace(key, "***") if len(key) >= 8 else text
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
     # No source location: Python's default format then prints exactly one line, and nothing dedupes repeats.
     warnings.warn_explicit(_scrub(message), TrackingWarning, filename="mixsweep", lineno=0)

@@ -45,14 +45,14 @@ def pretrain_config(inputs, storage, name, **run) -> dict:
             "data": {"mixture": str(inputs["mix"]), "images": str(inputs["images"]), "cache": str(inputs["cache"]),
                      "pack_size": 64},
             "recipe": {"epochs": 3, "batch_size": 8, "warmup_epochs": 1},
-            "run": {"name": name, "storage": str(storage), **run}}
+            "run": {"name": name, "storage": str(storage), "checkpoint_every": 1, **run}}
 
 
 def finetune_config(inputs, storage, name, model="mae", init=None, **run) -> dict:
     cfg = {"kind": "finetune", "model": model, "preset": "tiny", "seed": 0,
            "data": {"manifest": str(inputs["pets"]), "cache": str(inputs["cache"]), "pack_size": 64},
            "recipe": {"epochs": 2, "batch_size": 8, "warmup_epochs": 1},
-           "run": {"name": name, "storage": str(storage), **run}}
+           "run": {"name": name, "storage": str(storage), "checkpoint_every": 1, **run}}
     if init is not None:
         cfg["init_checkpoint"] = str(init)
     return cfg
@@ -72,10 +72,10 @@ def crash_in_epoch(epoch: int):
         if world.resume_from is None:
             report = world.report
 
-            def crash_then_report(metrics, checkpoint):
+            def crash_then_report(metrics, checkpoint, final):
                 if metrics["epoch"] == epoch:
                     raise RuntimeError(f"injected failure in epoch {epoch}")
-                report(metrics, checkpoint)
+                report(metrics, checkpoint, final)
 
             world.report = crash_then_report
         return world
@@ -96,8 +96,10 @@ def ray_local():
     import ray
     from ray.cluster_utils import Cluster
 
+    # The dashboard on a free port: another Ray on this machine (a user's, a demo) may hold the default one.
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "resources": {HEAD_RESOURCE: 8}, "include_dashboard": True})
+        "num_cpus": 0, "resources": {HEAD_RESOURCE: 8}, "include_dashboard": True,
+        "dashboard_port": free_ports(1)[0]})
     for _ in range(2):
         cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()

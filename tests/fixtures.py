@@ -5,9 +5,15 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image
+
+from mixsweep import tracking
+from mixsweep.data.imread import read_rgb_image
+from mixsweep.report.analyze import t_intervals
 
 # Non-contiguous ids on purpose, and animal ids that are not COCO's 16-25: the index must read the
 # supercategory from the JSON instead of trusting ids.
@@ -211,3 +217,64 @@ def write_torchvision_pets(root: Path, breed_id: str = "-1", noise_trimaps: bool
     (ann / "trainval.txt").write_text("\n".join(lines[0::2]) + "\n")
     (ann / "test.txt").write_text("\n".join(lines[1::2]) + "\n")
     return root
+
+
+# --- helpers only the tests call (the product has no use for them) ---------------------------------
+
+def paired_difference(values: np.ndarray, i: int, j: int, ci: float = 0.95):
+    """Mean and t-CI of (fraction j - fraction i), paired by seed: the interval of the per-seed differences.
+
+    `values` is (seeds x fractions), NaN = missing run; seeds missing either fraction are dropped. Returns
+    three floats; with leading batch axes (..., seeds, fractions) three arrays of the batch shape.
+    """
+    values = np.asarray(values, dtype=float)
+    d = values[..., j] - values[..., i]
+    mean, low, high = t_intervals(d, ci, axis=-1)
+    if d.ndim == 1:
+        return float(mean[0]), float(low[0]), float(high[0])
+    return mean, low, high
+
+
+def read_rgb(path: Path | str) -> tuple[np.ndarray, str]:
+    """Decode any image to an HxWx3 uint8 array; returns (array, quirks). Raises ImageReadError."""
+    img, quirks = read_rgb_image(path)
+    return np.asarray(img, dtype=np.uint8), quirks
+
+
+def log_stage(tracker: tracking.Tracker, *, key: str, name: str, group: str, job_type: str, config: dict,
+              history: list[dict], summary: dict, pictures: list[Path]) -> Path | None:
+    """Log one stage as one run (id from `key`); returns its local folder, None when disabled or on failure."""
+    what = f"stage {key}"
+
+    def body(run: Any, wandb: Any) -> None:
+        rows = rows_by_step(history)
+        images = tracking.wandb_images(wandb, pictures, "pictures", what)
+        if images:  # with the last epoch, so they show next to its metrics
+            last = max(rows, default=0)
+            rows[last] = {**rows.get(last, {}), **images}
+        for step in sorted(rows):
+            run.log(rows[step], step=step)
+        run.summary.update(tracking.plain_values(summary))
+
+    return tracking._with_run(tracker, what, body, id=tracking.run_id(key), name=name, group=group,
+                              job_type=job_type, config={"stage_key": key, **tracking.plain_values(config)})
+
+
+def read_offline_table(run_dir: Path | str, key: str, run: dict | None = None) -> pd.DataFrame:
+    """The table a finished local run logged under `key` (a `wandb.plot` chart's is `<chart>_table`), read
+    from the file its summary entry names. `run`: the run's `read_offline_run` record, if already read."""
+    run = tracking.read_offline_run(run_dir) if run is None else run
+    if run["summary"].get(f"{key}._type") != "table-file":
+        raise KeyError(f"{run_dir}: no table logged under {key!r}")
+    data = json.loads((Path(run_dir) / "files" / run["summary"][f"{key}.path"]).read_text())
+    return pd.DataFrame(data["data"], columns=data["columns"])
+
+
+def rows_by_step(history: list[dict]) -> dict[int, dict]:
+    """step = the row's epoch (else its index); a repeated epoch (a resumed run) keeps its last row."""
+    rows: dict[int, dict] = {}
+    for i, row in enumerate(history):
+        row = tracking.plain_values(row)
+        step = row.get("epoch", i)
+        rows[int(step) if isinstance(step, (int, float)) else i] = row
+    return rows

@@ -18,16 +18,10 @@ import pytest
 
 from scipy import stats
 
-from mixsweep.report.analyze import (
-    EffectDesign,
-    effect,
-    effect_sentence,
-    holm,
-    paired_difference,
-    paired_test,
-    seed_slopes,
-    t_intervals,
-)
+from fixtures import paired_difference
+from mixsweep.report.analyze import seed_slopes, t_intervals
+from mixsweep.report.effect import EffectDesign, effect, effect_sentence, holm, paired_test
+from mixsweep.train.config import WandbSettings
 from mixsweep.report.build import write_report
 
 FRACS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -235,7 +229,7 @@ def test_report_states_trivial_answers_schedule_and_resnet18(tmp_path):
     assert table.index("| ResNet-18 |") < table.index("| ResNet-50 |") < table.index("| Finetuned F=1.00 |")
 
 
-def test_make_report_prints_the_sentence_and_returns_effect_json(tmp_path, monkeypatch):
+def test_make_report_prints_the_effect_sentence(tmp_path, monkeypatch):
     from rich.console import Console
 
     from mixsweep.sweep import results as sweep_results
@@ -246,13 +240,13 @@ def test_make_report_prints_the_sentence_and_returns_effect_json(tmp_path, monke
     store = Store(tmp_path)
     monkeypatch.setattr(sweep_results, "spec_results", lambda spec: (results, {}, store, None))
     # The real tracker, W&B switched off: the report must not depend on W&B to be written.
-    spec = SimpleNamespace(name="demo", wandb=SimpleNamespace(model_dump=lambda mode: {"mode": "disabled"}))
+    spec = SimpleNamespace(name="demo", wandb=WandbSettings(mode="disabled"), effect=None)
     console = Console(record=True, width=400)
     paths = sweep_results.make_report(spec, console=console)
     assert paths["effect.json"] == tmp_path / "reports" / "demo" / "effect.json"
     assert all(p.is_file() for p in paths.values())
     printed = console.export_text()
-    assert sweep_results.effect_summary(results) in printed and "detected at fine-tune size 1" in printed
+    assert effect_sentence(effect(results)) in printed and "detected at fine-tune size 1" in printed
 
 
 def test_make_report_prints_the_sentence_and_returns_effect_json(tmp_path, monkeypatch):
@@ -266,7 +260,7 @@ def test_make_report_prints_the_sentence_and_returns_effect_json(tmp_path, monke
     store = Store(tmp_path)
     monkeypatch.setattr(sweep_results, "spec_results", lambda spec: (results, {}, store, None))
     # The real tracker, W&B switched off: the report must not depend on W&B to be written.
-    spec = SimpleNamespace(name="demo", wandb=SimpleNamespace(model_dump=lambda mode: {"mode": "disabled"}),
+    spec = SimpleNamespace(name="demo", wandb=WandbSettings(mode="disabled"),
                            effect=EffectSettings(direction="decrease"))
     console = Console(record=True, width=400)
     paths = sweep_results.make_report(spec, console=console)

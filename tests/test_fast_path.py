@@ -90,3 +90,120 @@ def test_training_masks_are_uniformly_random():
     # Other epochs and ranks draw other masks.
     other = torch.rand(draws, length, generator=epoch_generator(0, 1, 0, torch.device("cpu"), stream=2))
     assert not torch.equal(noise, other)
+
+
+_COMPILE_ONCE = """
+import sys, torch
+from mixsweep.train.compile_cache import use_shared_cache
+print(use_shared_cache(sys.argv[1], torch.device("cpu")) is not None)
+f = torch.compile(lambda x: (x * 2).sin().sum(), backend="inductor")
+f(torch.randn(8))
+from torch._dynamo.utils import counters
+print(counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"])
+"""
+
+
+def test_stages_share_compiled_graphs_through_the_store(tmp_path, monkeypatch):
+    """Two fresh processes (two nodes) with one shared folder: the second finds the first's graph built."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    shared = tmp_path / "compile-cache"
+
+    def run() -> tuple[str, int, int]:
+        out = subprocess.run([sys.executable, "-c", _COMPILE_ONCE, str(shared)], env=env, capture_output=True,
+                             text=True, check=True).stdout.split()
+        return out[0], int(out[1]), int(out[2])
+
+    assert run() == ("True", 0, 1)  # compiled, into the shared folder
+    assert run() == ("True", 1, 0)  # found there
+    from mixsweep.train.compile_cache import cache_folder, use_shared_cache
+
+    assert any(cache_folder(shared, torch.device("cpu")).iterdir())
+    # A cache folder the user chose is theirs.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert use_shared_cache(tmp_path / "other", torch.device("cpu")) is None
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine") and not (tmp_path / "other").exists()
+
+
+# --- the levers: each a switch, each checked against eager / torch's own choice ------------------------
+
+def test_a_pinned_attention_kernel_is_the_one_the_model_runs_and_agrees_with_math(inputs):
+    from mixsweep.errors import MixsweepError
+    from mixsweep.train.loop import attention_kernel, check_attention_kernel
+
+    torch.manual_seed(0)
+    model = build_mae("tiny", norm_pix_loss=True)
+    x, _ = inputs
+    noise = torch.rand(x.shape[0], model.preset.num_patches, generator=torch.Generator().manual_seed(1))
+
+    def step(kernel):
+        def run():
+            with attention_kernel(kernel):
+                return model(x, mask_ratio=0.75, noise=noise)[0]
+        return loss_and_grads(model, run)
+
+    assert_close(step("math"), step("flash"), rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError):  # the pin reaches the model's attention: no such kernel on a CPU
+        step("efficient")
+    with pytest.raises(MixsweepError, match=r"run.attention: 'efficient' has no kernel on cpu"):
+        check_attention_kernel("efficient", torch.device("cpu"))
+
+
+def test_a_spec_passes_its_step_switches_to_every_stage(tmp_path):
+    from mixsweep.errors import MixsweepError
+    from mixsweep.spec import parse_spec
+    from mixsweep.sweep.plan import build_plan
+    from mixsweep.sweep.store import Store
+
+    base = {"name": "s", "grid": {"animal_fractions": [0.0], "finetune_fractions": [1.0], "seeds": [0]},
+            "data": {"synth": {"scale": "small"}}, "preset": "tiny", "storage": str(tmp_path), "mixture": {"size": 20}}
+    plain = build_plan(parse_spec(base), Store(tmp_path))
+    spec = parse_spec({**base, "compile": True, "compile_mode": "reduce-overhead", "attention": "flash"})
+    plan = build_plan(spec, Store(tmp_path))
+    assert {(s.job.run.compile, s.job.run.compile_mode, s.job.run.attention) for s in plan.stages} == {
+        (True, "reduce-overhead", "flash")}
+    assert [s.key for s in plan.stages] == [s.key for s in plain.stages]  # how a step runs is not what it trains
+    with pytest.raises(MixsweepError, match="compile_mode"):
+        parse_spec({**base, "compile_mode": "fastest"})
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _cuda_mae(inputs):
+    """A tiny MAE on the GPU, its batch and a fixed masking noise."""
+    torch.manual_seed(0)
+    model = build_mae("tiny", norm_pix_loss=True).cuda()
+    x = inputs[0].cuda()
+    gen = torch.Generator("cuda").manual_seed(1)
+    return model, x, torch.rand(x.shape[0], model.preset.num_patches, device="cuda", generator=gen)
+
+
+@cuda
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune-no-cudagraphs"])
+def test_compile_modes_match_eager_on_cuda(inputs, mode):
+    model, x, noise = _cuda_mae(inputs)
+    eager = loss_and_grads(model, lambda: model(x, mask_ratio=0.75, noise=noise)[0])
+    compiled_model = torch.compile(model, mode=mode)
+    for _ in range(3):  # CUDA graphs record after warm-up runs: compare a replayed step
+        compiled = loss_and_grads(model, lambda: compiled_model(x, mask_ratio=0.75, noise=noise)[0])
+    assert_close(eager, compiled, rtol=1e-3, atol=1e-4)
+
+
+@cuda
+@pytest.mark.parametrize("kernel", ["flash", "efficient", "cudnn"])
+def test_attention_kernels_match_math_on_cuda(inputs, kernel):
+    from mixsweep.train.loop import attention_kernel, autocast
+
+    model, x, noise = _cuda_mae(inputs)
+
+    def step(name):
+        def run():
+            with autocast(x.device), attention_kernel(name):
+                return model(x, mask_ratio=0.75, noise=noise)[0]
+        return loss_and_grads(model, run)
+
+    assert_close(step("math"), step(kernel), rtol=2e-2, atol=2e-3)  # bf16 kernels: reassociation in bf16

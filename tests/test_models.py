@@ -38,7 +38,7 @@ def imgs_for(model, n: int = 2, seed: int = 1) -> torch.Tensor:
 
 
 def official_keys(depth: int, decoder_depth: int) -> list[str]:
-    """The key list of the official MAE checkpoints (mae_visualize_vit_base.pth), as FACTS.md describes."""
+    """The key list of the official MAE checkpoints (mae_visualize_vit_base.pth)."""
     block = [f"{m}.{wb}" for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
              for wb in ("weight", "bias")]
     keys = ["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"]

@@ -510,3 +510,21 @@ def test_padded_eval_batches_are_full_and_hold_the_same_rows(loader_pack, world_
             assert torch.equal(b["images"][:n], a["images"]) and torch.equal(b["masks"][:n], a["masks"])
             assert not b["images"][n:].any() and (b["masks"][n:] == 255).all()
     assert (0 in sizes) == (world_size == 5) and sum(sizes) == 24
+
+
+@pytest.mark.parametrize("resident", [True, False])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_batches_made_ahead_are_the_batches_made_in_line(loader_pack, resident, device):
+    """run.augment_ahead: each batch is made one step early (on CUDA, on a side stream); same draws, same
+    batches, bit for bit."""
+    def batches(ahead):
+        ld = PackedLoader(loader_pack, 4, augment=SMALL, seed=3, resident=resident, device=device, ahead=ahead)
+        ld.set_epoch(1)
+        return [{k: v.cpu() for k, v in b.items()} for b in ld]
+
+    inline, ahead = batches(False), batches(True)
+    assert len(inline) == len(ahead) == 6
+    for a, b in zip(inline, ahead):
+        assert torch.equal(a["index"], b["index"]) and torch.equal(a["images"], b["images"])
+        assert torch.equal(a["masks"], b["masks"])

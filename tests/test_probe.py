@@ -67,10 +67,7 @@ def test_probe_trains_the_head_only_and_keeps_the_encoder_bit_for_bit(train_inpu
             assert torch.equal(final["model"][k], pre[k.removeprefix("mae.")]), k
     for k in HEAD_PARAMS | {"feature_norm.running_mean", "feature_norm.running_var"}:
         assert not torch.equal(final["model"][k], start[k]), k
-    # The optimizer's state is the head's: two tensors' moments, no AdamW state for the encoder.
-    opt = final["optimizer"]
-    assert {n for g in opt["param_groups"] for n in g["param_names"]} == HEAD_PARAMS
-    assert len(opt["state"]) == len(HEAD_PARAMS)
+    assert "optimizer" not in final  # a finished job keeps its weights only
     # Reported like any fine-tune.
     for key in ("test_loss", "test_accuracy", "test_iou_binary", "test_miou", "val_miou"):
         assert key in out and out[key] == out[key], key  # present and not NaN
@@ -83,6 +80,10 @@ def test_probe_resumes_exactly(train_inputs, tmp_path):
     job = parse_job(probe_config(train_inputs, tmp_path, "killed", blr=0.1))
     with crash_in_epoch(1), pytest.raises(RuntimeError, match="injected failure in epoch 1"):
         run_local(job)
+    # The optimizer's state is the head's: two tensors' moments, no AdamW state for the encoder.
+    opt = _final_state(tmp_path / "killed")["optimizer"]
+    assert {n for g in opt["param_groups"] for n in g["param_names"]} == HEAD_PARAMS
+    assert len(opt["state"]) == len(HEAD_PARAMS)
     resumed = run_local(job)
     a, b = _final_state(tmp_path / "straight"), _final_state(tmp_path / "killed")
     assert a["step"] == b["step"]
@@ -246,7 +247,8 @@ def test_a_spec_with_a_probe_plans_one_per_pretraining_and_size_and_adds_no_othe
 def test_the_effect_of_a_probe_endpoint_reads_the_probes():
     import pandas as pd
 
-    from mixsweep.report.analyze import EffectDesign, effect, paper_table
+    from mixsweep.report.analyze import paper_table
+    from mixsweep.report.effect import EffectDesign, effect
 
     rows = []
     for seed in range(4):

@@ -10,15 +10,8 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from mixsweep.report.analyze import (
-    METRICS,
-    aggregate,
-    fit_curve,
-    paired_difference,
-    paper_table,
-    suggest_fractions,
-    t_intervals,
-)
+from fixtures import paired_difference
+from mixsweep.report.analyze import METRICS, aggregate, fit_curve, paper_table, suggest_fractions, t_intervals
 from mixsweep.report.build import write_report
 
 FRACS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -203,8 +196,8 @@ def test_write_report(sweep, tmp_path):
                                      error="CUDA | out of memory\nat step 3", test_iou_binary=np.nan)
     results = pd.concat([results, failed], ignore_index=True)
     paths = write_report(results, hist, tmp_path / "rep", title="Synthetic sweep")
-    pngs = ["iou_vs_fraction.png", "miou_vs_fraction.png", "accuracy_vs_fraction.png", "curves.png",
-            "pretrain_loss.png"]
+    pngs = ["primary_vs_fraction.png", "iou_vs_fraction.png", "miou_vs_fraction.png", "accuracy_vs_fraction.png",
+            "curves.png", "pretrain_loss.png"]
     assert set(paths) == {"results.parquet", "results.md", "effect.json", *pngs}
     for name in pngs:
         _valid_png(paths[name])
@@ -238,3 +231,26 @@ def test_write_report_skips_empty_plots(sweep, tmp_path):
     assert md.splitlines()[2] == ("Effect of the animal fraction on test IoU (binary): not judged, no finished MAE "
                                   "fine-tunes with test_iou_binary.")
     assert paths["effect.json"].read_text() == "[]\n"
+
+
+def test_each_plot_says_whether_it_is_the_declared_test(sweep, tmp_path):
+    """A probe endpoint gets its own plot; the fine-tunes' IoU plot runs the same design on its own stages and
+    says it is not the declared endpoint (it once printed the probes' numbers over the fine-tunes' curve)."""
+    from mixsweep.report.effect import EffectDesign, effect
+    from mixsweep.report.plots import plot_sentence
+
+    results, hist = sweep
+    mae = results[(results["method"] == "mae") & (results["kind"] == "finetune")]
+    probes = mae.assign(method="probe", key=mae["key"] + "-probe", test_loss=mae["test_loss"] + 0.3,
+                        test_iou_binary=mae["test_iou_binary"] - 0.2 - 0.1 * mae["animal_fraction"])
+    both = pd.concat([results, probes], ignore_index=True)
+    design = EffectDesign(metric="test_loss", method="probe", direction="decrease")
+    primary = plot_sentence(both, "test_loss", "probe", design)
+    assert "(primary endpoint, declared decrease, alpha 0.05)" in primary
+    iou = plot_sentence(both, "test_iou_binary", "mae", design)
+    assert "(not the declared endpoint, two-sided, alpha 0.05)" in iou
+    (fine_tunes,) = effect(both, EffectDesign(metric="test_iou_binary", method="mae"))[:1]
+    (of_probes,) = effect(both, EffectDesign(metric="test_iou_binary", method="probe"))[:1]
+    assert f"{fine_tunes['diff']:+.3f}" in iou and f"{of_probes['diff']:+.3f}" not in iou  # not the probes'
+    paths = write_report(both, hist, tmp_path / "rep", title="probe endpoint", design=design)
+    _valid_png(paths["primary_vs_fraction.png"])

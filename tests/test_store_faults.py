@@ -284,7 +284,7 @@ def _world_with_diverged_seeds() -> pd.DataFrame:
 
 
 def test_the_verdict_counts_and_names_diverged_seeds(tmp_path):
-    from mixsweep.report.analyze import effect, effect_sentence
+    from mixsweep.report.effect import effect, effect_sentence
     from mixsweep.report.build import write_report
 
     results = _world_with_diverged_seeds()

@@ -177,6 +177,15 @@ def test_sweep_runs_every_stage_once_and_logs_it(ray_local, swept):
     from mixsweep.sweep.run import overhead_line
 
     assert overhead_line(store, list(rows["key"])).startswith("median overhead ")
+    # The loop's parts the cost model calibrates on, each inside the loop's time.
+    parts = rows[["first_step_s", "eval_s", "checkpoint_s"]]
+    assert (parts > 0).all().all() and (parts.sum(axis=1) < rows["loop_s"]).all()
+    # A finished stage keeps one checkpoint, its weights only, and no half-written folder.
+    from mixsweep.train.loop import load_state
+
+    for key in rows["key"]:
+        (folder,) = [p for p in (store.train_dir() / key).iterdir() if p.name.startswith(("checkpoint_", ".staging"))]
+        assert folder.name.startswith("checkpoint_") and "optimizer" not in load_state(folder), key
     assert (rows["kind"] == "pretrain").sum() == 2 and (rows["kind"] == "finetune").sum() == 4
     # Both pre-trainings read one pack of the grid's union; the fine-tunes one Pet pack.
     assert len(packs(store)) == 2
@@ -259,6 +268,11 @@ def _files(root) -> dict[str, tuple[int, int]]:
             if p.relative_to(root).parts[0] != "wandb"}
 
 
+def _device(root) -> str:
+    (device,) = set(Store(root / "store").results_frame()["device"])
+    return device
+
+
 def test_plan_is_a_dry_run(swept, tmp_path, capsys):
     """`mixsweep plan` reads the data and the store and writes nothing: not into a store that ran, and not even
     the folder of one that does not exist yet (its synthetic world is generated elsewhere and removed)."""
@@ -268,12 +282,28 @@ def test_plan_is_a_dry_run(swept, tmp_path, capsys):
     before = _files(root / "store")
     assert main(["plan", str(path), "--format", "json"]) == 0
     assert _files(root / "store") == before
-    statuses = {s["key"]: s["status"] for s in json.loads(capsys.readouterr().out)["stages"]}
+    ran = json.loads(capsys.readouterr().out)
+    statuses = {s["key"]: s["status"] for s in ran["stages"]}
     assert {k: statuses[k] for k in (s.key for s in plan.stages)} == {s.key: "done" for s in plan.stages}
+    # Costs come from the stages the store holds, per method: measured loop, its parts and the overhead.
+    assert sorted(ran["totals"]["cost_sources"]) == [
+        "2 stages: pretrain tiny: measured on 2 finished stages (" + _device(root) + ")",
+        "4 stages: mae tiny: measured on 4 finished stages (" + _device(root) + ")"]
+    estimated = sum(r["gpu_hours"] * 3600 for r in ran["stages"])
+    measured = sum(Store(root / "store").result(k)["stage_wall_s"] for k in statuses)
+    assert 0.5 < estimated / measured < 2  # sums of medians against the sum: same stages, same machine
+    from mixsweep.sweep.cost import estimate
+    from mixsweep.sweep.run import estimate_line
+
+    store = Store(root / "store")
+    line = estimate_line(store, list(statuses), estimate(plan, load_spec(path), store).total(statuses))
+    assert line.startswith("6 of 6 stages ran for ") and "estimated before the run" in line
     fresh = write_spec(tmp_path / "fresh.yaml", tmp_path / "new-store")
     assert main(["plan", str(fresh), "--format", "json"]) == 0
     assert not (tmp_path / "new-store").exists()
-    rows = json.loads(capsys.readouterr().out)["stages"]
+    out = json.loads(capsys.readouterr().out)
+    rows = out["stages"]
+    assert all("reference rates" in line for line in out["totals"]["cost_sources"])
     assert [r["key"] for r in rows] == [s.key for s in plan.stages]  # keys do not depend on where data lie
     assert {r["status"] for r in rows} == {"pending"}
 
@@ -549,3 +579,22 @@ def test_deterministic_failure_is_recorded_once_and_retried_only_when_asked(ray_
     assert f"data.coco_annotations: {tmp_path / 'data'}" in err and "has no record of this spec's stages" in err
     # `run` needs the data.
     assert main(["run", str(path)]) == 2 and "missing data root" in capsys.readouterr().err
+
+
+def test_the_readmes_python_example_runs_as_written(swept):
+    """The README's Python API example, on the swept spec instead of smoke.yaml: every stage is in the store,
+    so run() trains nothing."""
+    import re
+    from pathlib import Path
+
+    root, path, plan = swept
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(from mixsweep import Sweep\n.*?)```", readme, re.S)
+    assert code.count('"sweeps/smoke.yaml"') == 1
+    before = result_times(Store(root / "store"))
+    scope: dict = {}
+    exec(code.replace('"sweeps/smoke.yaml"', repr(str(path))), scope)
+    assert result_times(Store(root / "store")) == before  # nothing ran again
+    assert set(scope["plan"]["status"]) == {"done"} and len(scope["plan"]) == len(plan.stages)
+    assert len(scope["results"]) == len(plan.stages) and scope["verdict"] in ("detected", "not detected")
+    assert scope["paths"]["results.md"].is_file() and scope["plan"]["gpu_hours"].gt(0).all()

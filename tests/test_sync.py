@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import fixtures
 from mixsweep import tracking
 from mixsweep.cli import main
 from mixsweep.sweep import sync
@@ -40,7 +41,7 @@ def made_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("made")
     tracker = tracking.Tracker(project="mixsweep-test", mode="offline", root=root)
     report = tracking.log_report(tracker, group="study", table=pd.DataFrame({"a": [1.0]}), plots=[])
-    stage = tracking.log_stage(
+    stage = fixtures.log_stage(
         tracker, key="kstage0123", name="finetune F=0.5 seed 0", group="study", job_type="finetune",
         config={"inputs": [{"name": "pt-abc:latest"},
                            {"name": "mix-xyz", "type": "dataset", "reference": "file:///data/mix.parquet"}]},

@@ -13,7 +13,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from mixsweep.data.imread import ImageReadError, is_image_file, read_label_png, read_rgb
+from fixtures import read_rgb
+from mixsweep.data.imread import ImageReadError, is_image_file, read_label_png
 from mixsweep.errors import MixsweepError
 from mixsweep.synth import COCO_KINDS, SCALES, SynthPaths, write_synth
 from mixsweep.synth.coco import scene_annotations

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import fixtures
 from mixsweep import tracking
 from mixsweep.tracking import Tracker, TrackingWarning
 
@@ -35,7 +36,7 @@ HISTORY = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val/iou": 0.1 * e} for e i
 
 
 def _log(tracker: Tracker, pictures: tuple[Path, ...] | list[Path] = (), key: str = "k0123456789abcdef") -> Path | None:
-    return tracking.log_stage(
+    return fixtures.log_stage(
         tracker, key=key, name="finetune F=0.5 seed 0", group="smoke", job_type="finetune",
         config={"animal_fraction": 0.5, "finetune_fraction": 1.0, "seed": 0, "parent_key": "p42",
                 "where": Path("/somewhere")},
@@ -244,7 +245,8 @@ def _by_hand(ft: float) -> dict:
 
 
 def test_report_run_holds_effect_curve_and_table(tmp_path):
-    from mixsweep.report.analyze import effect, effect_sentence, report_curves
+    from mixsweep.report.analyze import report_curves
+    from mixsweep.report.effect import effect, effect_sentence
 
     results = _results()
     entries = effect(results)  # what make_report passes
@@ -281,7 +283,7 @@ def test_report_run_holds_effect_curve_and_table(tmp_path):
         assert panel["panel_config"]["fieldSettings"] == {"x": "animal_fraction", "y": metric, "stroke": "line"}
         table_key = panel["panel_config"]["userQuery"]["queryFields"][0]["fields"][-1]["args"][0]["value"]
         assert table_key == f"curve/{metric}_table" and summary[f"{table_key}._type"] == "table-file"
-    curve = tracking.read_offline_table(run_dir, "curve/test_iou_binary_table", run)
+    curve = fixtures.read_offline_table(run_dir, "curve/test_iou_binary_table", run)
     lines = dict(tuple(curve.groupby("line")))
     assert sorted(lines) == ["MAE, fine-tune 0.1", "MAE, fine-tune 0.25", "MAE, fine-tune 1",
                              "ResNet-18, fine-tune 0.25", "ResNet-18, fine-tune 1",
@@ -297,7 +299,7 @@ def test_report_run_holds_effect_curve_and_table(tmp_path):
     # the results table: every row and column, plain cells
     (row,) = run["history"]
     assert row["results._type"] == "table-file" and row["results.nrows"] == len(results)
-    back = tracking.read_offline_table(run_dir, "results", run)
+    back = fixtures.read_offline_table(run_dir, "results", run)
     assert list(back.columns) == list(results.columns)
     assert pd.isna(back["test_iou_binary"][0]) and back["test_iou_binary"][1] == pytest.approx(0.504)
     assert back["notes"][1] == '["a list", 0]' and pd.isna(back["notes"][0])

@@ -24,12 +24,16 @@ def test_kill_and_resume_matches_an_uninterrupted_run(train_inputs, tmp_path):
     with crash_in_epoch(2), pytest.raises(RuntimeError, match="injected failure in epoch 2"):
         run_local(job)
     assert [m["epoch"] for m in read_metrics(tmp_path / "killed")] == [0, 1]
+    ckpts = tmp_path / "killed" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint_epoch0000", "checkpoint_epoch0001"]  # keep 2
     with crash_in_epoch(2):  # fires on a first attempt only
         resumed = run_local(job)  # same name and storage: continues at epoch 2
     epochs = [m["epoch"] for m in read_metrics(tmp_path / "killed")]
     assert epochs == [0, 1, 2], "an epoch was repeated or skipped"
     a, b = _final_state(tmp_path / "straight"), _final_state(tmp_path / "killed")
     assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"]
+    # Finished: only the final checkpoint is left, and it holds the weights alone.
+    assert [p.name for p in ckpts.iterdir()] == ["checkpoint_epoch0002"] and "optimizer" not in b
     # Same process, same ops on a CPU: resumed weights are bit-identical to the uninterrupted run's.
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
@@ -39,6 +43,41 @@ def test_kill_and_resume_matches_an_uninterrupted_run(train_inputs, tmp_path):
     again = run_local(job)
     assert again.metrics == resumed.metrics
     assert [m["epoch"] for m in read_metrics(tmp_path / "killed")] == [0, 1, 2]
+
+
+def test_local_mode_writes_each_checkpoint_once_and_keeps_the_newest(train_inputs, tmp_path, monkeypatch):
+    """Written in place and renamed, never copied; keep_checkpoints of them while the job runs."""
+    from mixsweep.train import loop
+
+    def no_copy(*args):
+        raise AssertionError("a checkpoint was copied: written twice")
+
+    monkeypatch.setattr(loop, "copy_atomic", no_copy)
+    job = parse_job(pretrain_config(train_inputs, tmp_path, "once", keep_checkpoints=1))
+    with crash_in_epoch(2), pytest.raises(RuntimeError, match="injected failure"):
+        run_local(job)
+    assert [p.name for p in (tmp_path / "once" / "checkpoints").iterdir()] == ["checkpoint_epoch0001"]
+    assert "optimizer" in load_state(tmp_path / "once" / "checkpoints" / "checkpoint_epoch0001")
+
+
+def test_a_weights_only_checkpoint_cannot_resume_an_unfinished_job(train_inputs, tmp_path):
+    short = pretrain_config(train_inputs, tmp_path, "grown")
+    short["recipe"]["epochs"] = 1
+    run_local(parse_job(short))
+    longer = parse_job(pretrain_config(train_inputs, tmp_path, "grown"))  # same run folder, 3 epochs
+    with pytest.raises(MixsweepError, match=r"checkpoint_epoch0000: holds the weights of epoch 0 only"):
+        run_local(longer)
+
+
+def test_checkpoint_policy_by_epochs_or_by_time():
+    from mixsweep.train.loop import CheckpointPolicy
+
+    by_epochs = CheckpointPolicy(every_epochs=5)
+    assert [e for e in range(12) if by_epochs.due(e, 0.0)] == [4, 9] and by_epochs.saves(150, 1.0) == 29
+    by_time = CheckpointPolicy(every_epochs=None, every_s=600)
+    assert not by_time.due(3, 599.0) and by_time.due(3, 600.0)
+    assert by_time.saves(100, 30.0) == 4  # a save every 20 epochs of 30 s, the final one not counted
+    assert by_time.saves(100, 5.0) == 0  # a stage shorter than the interval saves only its final weights
 
 
 def test_resume_drops_epochs_logged_after_the_last_checkpoint(train_inputs, tmp_path):
@@ -97,7 +136,7 @@ def test_config_errors_are_one_line_naming_file_and_key(tmp_path, train_inputs):
     cases = [
         ({**cfg, "recipee": {}}, "recipee: unknown key"),
         ({**cfg, "recipe": {"epochs": 0}}, "recipe.epochs: Input should be greater than 0"),
-        ({**cfg, "preset": "huge"}, "preset: Value error, unknown preset 'huge'"),
+        ({**cfg, "preset": "huge"}, "preset: unknown preset 'huge' (choose from base, small, tiny)"),
         ({**cfg, "run": {"name": "has space"}}, "run.name: String should match pattern"),
     ]
     for data, message in cases:

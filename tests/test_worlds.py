@@ -114,6 +114,7 @@ def test_plan_warns_when_seeds_do_not_resample_pretraining_images(tmp_path):
 def test_plan_cost_counts_fixed_step_epochs(tmp_path):
     """Under fixed_steps a 0.25 fine-tune trains as many images per epoch as a full one: the cost says so."""
     from mixsweep.spec import parse_spec
+    from mixsweep.sweep.cost import reference_cost
     from mixsweep.sweep.plan import build_plan
     from mixsweep.sweep.store import Store
 
@@ -123,7 +124,7 @@ def test_plan_cost_counts_fixed_step_epochs(tmp_path):
                            "data": {"synth": {"scale": "small"}}, "preset": "tiny", "storage": str(tmp_path),
                            "mixture": {"size": 20}, "finetune": {"batch_size": 8, "schedule": schedule}})
         ft = [s for s in build_plan(spec, Store(tmp_path)).stages if s.kind == "finetune"]
-        return {s.finetune_fraction: s.gpu_hours() for s in ft}
+        return {s.finetune_fraction: reference_cost(s).step_s for s in ft}
 
     fixed, by_epoch = costs("fixed_steps"), costs("fixed_epochs")
     assert fixed[0.25] == pytest.approx(fixed[1.0], rel=0.15)

@@ -1,5 +1,5 @@
 """Paired gaps of pilot stores (issue 21's pilot, benchmarks/NOTES.md), per seed, with the project's own test
-(mixsweep.report.analyze.paired_test): d is the mean over the sd of the per-seed differences.
+(mixsweep.report.effect.paired_test): d is the mean over the sd of the per-seed differences.
 
     python benchmarks/pilots/paired_gaps.py runs/p480-planted-s201 runs/p480-planted-s202
 """
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from mixsweep.report.analyze import paired_test
+from mixsweep.report.effect import paired_test
 
 GAPS = (("fine-tune F1 - F0", ("mae", 1.0), ("mae", 0.0)),
         ("probe F1 - F0", ("probe", 1.0), ("probe", 0.0)),

@@ -33,6 +33,6 @@ rows = [json.loads(line) for line in out.open() if json.loads(line)["method"] ==
 iou = {(r["F"], r["seed"]): r["iou"] for r in rows}
 seeds = sorted(s for f, s in iou if f == 1.0 and (0.0, s) in iou)
 if len(seeds) > 1:
-    from mixsweep.report.analyze import paired_test
+    from mixsweep.report.effect import paired_test
     r = paired_test([iou[0.0, s] for s in seeds], [iou[1.0, s] for s in seeds], direction="increase")
     print(f"{spec.name} {variant}: probe F1 - F0 {r['diff']:+.3f}, CI {r['ci'][0]:+.3f}..{r['ci'][1]:+.3f}, n {r['n']}")

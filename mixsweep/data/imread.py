@@ -130,12 +130,6 @@ def read_rgb_image(path: Path | str) -> tuple[Image.Image, str]:
     return to_rgb(img), quirks
 
 
-def read_rgb(path: Path | str) -> tuple[np.ndarray, str]:
-    """Decode any image to an HxWx3 uint8 array; returns (array, quirks). Raises ImageReadError."""
-    img, quirks = read_rgb_image(path)
-    return np.asarray(img, dtype=np.uint8), quirks
-
-
 def read_label_png(path: Path | str) -> np.ndarray:
     """Raw integer values of a label image (trimap), HxW uint8.
 

@@ -35,6 +35,33 @@ def _mem_available() -> int:
     return 0
 
 
+def one_ahead(items: Iterator[dict], device: torch.device) -> Iterator[dict]:
+    """The same batches, each made one step early: on CUDA its selection and augmentation kernels run on a side
+    stream while the previous batch trains on the current one (which waits for them before it reads the batch).
+    The generator draws in the same order, so the batches are the ones made in line."""
+    if device.type != "cuda":
+        upcoming = next(items, None)
+        while upcoming is not None:
+            current, upcoming = upcoming, next(items, None)
+            yield current
+        return
+    main, side = torch.cuda.current_stream(device), torch.cuda.Stream(device)
+
+    def make() -> dict | None:
+        side.wait_stream(main)  # what the batch reads (a resident pack, the indices) was queued on main
+        with torch.cuda.stream(side):
+            return next(items, None)
+
+    upcoming = make()
+    while upcoming is not None:
+        main.wait_stream(side)
+        for value in upcoming.values():
+            if torch.is_tensor(value) and value.is_cuda:
+                value.record_stream(main)  # its memory is not reused before main is done with it
+        current, upcoming = upcoming, make()
+        yield current
+
+
 class PackedLoader:
     """Batches of a pack's usable rows, augmented on `device`; one instance per rank.
 
@@ -82,6 +109,7 @@ class PackedLoader:
         num_batches: int | None = None,
         pad_to_batch: bool = False,
         pad_mask_value: int = 255,
+        ahead: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -114,6 +142,7 @@ class PackedLoader:
         self.num_batches = num_batches
         self.pad_to_batch = pad_to_batch
         self.pad_mask_value = pad_mask_value
+        self.ahead = ahead  # make batch i+1 while batch i trains (on a side CUDA stream): `one_ahead`
         self.epoch = 0
         self.resident = self._decide_resident(resident, resident_fraction)
 
@@ -215,10 +244,8 @@ class PackedLoader:
     def __iter__(self) -> Iterator[dict]:
         batches = self.epoch_batches()
         gen = self._generator()
-        if self.resident:
-            yield from self._iter_resident(batches, gen)
-        else:
-            yield from self._iter_stream(batches, gen)
+        items = self._iter_resident(batches, gen) if self.resident else self._iter_stream(batches, gen)
+        yield from one_ahead(items, self.device) if self.ahead else items
 
     def _iter_resident(self, batches: list[np.ndarray], gen: torch.Generator) -> Iterator[dict]:
         images, masks = self._resident_arrays()

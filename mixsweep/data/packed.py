@@ -1,7 +1,7 @@
 """Packed image sets: pre-resized uint8 images (and masks) on disk, built once (loader.py batches them).
 
 A CPU PIL loader decodes ~2,200 COCO JPEGs/s with 16 workers while MAE pre-training on one H200 eats
-~7,000 img/s (FACTS.md). So every image is decoded and resized once, into a fixed-size uint8 array on
+~7,000 img/s (measured on the project's machines). So every image is decoded and resized once, into a fixed-size uint8 array on
 disk, and an epoch only gathers rows and augments them in batches on the device (augment.py).
 
 Layout of one pack, `cache_root/<pack_key>/`:

@@ -50,10 +50,13 @@ class MAEPreset:
 
 
 PRESETS: dict[str, MAEPreset] = {
-    "base": MAEPreset(224, 16, 768, 12, 12, 512, 8, 16, 4.0),
-    "small": MAEPreset(224, 16, 384, 12, 6, 256, 4, 8, 4.0),
+    "base": MAEPreset(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
+                      decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0),
+    "small": MAEPreset(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6,
+                       decoder_embed_dim=256, decoder_depth=4, decoder_num_heads=8, mlp_ratio=4.0),
     # CPU tests and the demo: 8x8 grid of 8-px patches, two encoder blocks, one decoder block.
-    "tiny": MAEPreset(64, 8, 96, 2, 3, 64, 1, 2, 4.0),
+    "tiny": MAEPreset(img_size=64, patch_size=8, embed_dim=96, depth=2, num_heads=3,
+                      decoder_embed_dim=64, decoder_depth=1, decoder_num_heads=2, mlp_ratio=4.0),
 }
 
 

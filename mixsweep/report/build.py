@@ -12,13 +12,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mixsweep.report import analyze, plots
+from mixsweep.report import analyze, effect, plots
 from mixsweep.files import write_text_atomic
 from mixsweep.tables import write_table
 
 # file name -> what draws it (results, histories, path)
 # (results, histories, path, effect design) -> path
 _PLOTS: dict[str, Callable] = {
+    # The declared endpoint (the spec's effect: metric and method) first.
+    "primary_vs_fraction.png": lambda r, h, p, d: plots.plot_metric_vs_fraction(
+        r, (d or effect.EffectDesign()).metric, p, d, method=(d or effect.EffectDesign()).method),
     "iou_vs_fraction.png": lambda r, h, p, d: plots.plot_metric_vs_fraction(r, "test_iou_binary", p, d),
     "miou_vs_fraction.png": lambda r, h, p, d: plots.plot_metric_vs_fraction(r, "test_miou", p, d),
     "accuracy_vs_fraction.png": lambda r, h, p, d: plots.plot_metric_vs_fraction(r, "test_accuracy", p, d),
@@ -96,7 +99,7 @@ def _jsonable(v):
 
 
 def write_effect(entries: list[dict], path: Path | str) -> Path:
-    """effect.json: analyze.effect's entries as a JSON list, NaN written as null."""
+    """effect.json: effect.effect's entries as a JSON list, NaN written as null."""
     return write_text_atomic(Path(path), json.dumps(_jsonable(entries), indent=2, allow_nan=False) + "\n")
 
 
@@ -136,7 +139,7 @@ def _effect_section(entries: list[dict]) -> list[str]:
     lines += [markdown_table(pd.DataFrame(rows)) if rows else "No finished MAE fine-tunes.", ""]
     for e in entries:
         if e["role"] == "transfer":
-            lines += [analyze._transfer_sentence(e), ""]
+            lines += [effect.transfer_sentence(e), ""]
     return lines
 
 
@@ -193,11 +196,11 @@ def made_with(results: pd.DataFrame) -> list[str]:
 
 
 def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_dir: Path | str,
-                 title: str, design: analyze.EffectDesign | None = None) -> dict[str, Path]:
+                 title: str, design: effect.EffectDesign | None = None) -> dict[str, Path]:
     """Write results.parquet, results.md, effect.json and the plots under `out_dir`; returns file name -> path.
 
     results.md opens with one sentence saying whether the animal fraction's effect on test IoU (binary) is
-    there (analyze.effect_sentence); effect.json holds the numbers behind it. A plot with nothing to draw (say,
+    there (effect.effect_sentence); effect.json holds the numbers behind it. A plot with nothing to draw (say,
     no fine-tunes yet) is left out and results.md says why.
     """
     out_dir = Path(out_dir)
@@ -206,7 +209,7 @@ def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_di
     paths["results.parquet"] = write_table(pa.Table.from_pandas(results, preserve_index=False),
                                            out_dir / "results.parquet")
     df = analyze.clean(results)
-    entries = analyze.effect(results, design)
+    entries = effect.effect(results, design)
     paths["effect.json"] = write_effect(entries, out_dir / "effect.json")
 
     plot_lines = []
@@ -219,7 +222,7 @@ def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_di
             target.unlink(missing_ok=True)      # never leave a stale plot from an earlier report
             plot_lines.append(f"- {name}: skipped ({e})")
 
-    md = [f"# {title}", "", analyze.effect_sentence(entries), ""]
+    md = [f"# {title}", "", effect.effect_sentence(entries), ""]
     md += _grid_section(df)
 
     table = analyze.paper_table(results)

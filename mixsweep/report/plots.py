@@ -17,13 +17,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from mixsweep.report.analyze import (FRACTION_METHODS, METHOD_LABELS, METRICS, EffectDesign, aggregate, clean,
-                                     effect, effect_sentence, finetunes, fits, seed_matrix, t_intervals)
+from mixsweep.methods import FRACTION_METHODS, METHODS, PROBE_METHODS, label
+from mixsweep.report.analyze import METRICS, aggregate, clean, finetunes, fits, seed_matrix, t_intervals
+from mixsweep.report.effect import EffectDesign, effect, effect_sentence
 
 DPI = 110
-BASELINE_STYLE = {"resnet18": dict(color="0.3", linestyle=(0, (3, 2))),
-                  "resnet50": dict(color="0.15", linestyle=":"),
-                  "supervised_mae": dict(color="0.55", linestyle=(0, (1, 4)))}
 
 
 class NothingToPlot(ValueError):
@@ -47,28 +45,37 @@ def _label(metric: str) -> str:
     return METRICS.get(metric, metric.replace("_", " "))
 
 
-def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path,
-                            design: EffectDesign | None = None) -> Path:
-    """Test `metric` against animal fraction: per fine-tune fraction the seed mean with its 95% Student-t CI
-    band over seeds, the fitted curve dashed, and the baselines at that fine-tune fraction as horizontal lines;
-    the effect sentence (analyze.effect_sentence) as the subtitle."""
-    agg = aggregate(results, metric)
-    mae = agg[agg["method"] == "mae"] if not agg.empty else agg
-    if mae.empty:
-        raise NothingToPlot(f"no finished MAE fine-tunes with {metric}")
-    curve_fits = fits(results, metric)
-    # The declared test when `metric` is its endpoint; else the same design, two-sided, on this metric.
+def plot_sentence(results: pd.DataFrame, metric: str, method: str, design: EffectDesign | None) -> str:
+    """What a plot of `metric` of `method`'s stages says: the declared test when it is the endpoint, else the
+    same design run two-sided on this metric and method, named as not the declared endpoint."""
     declared = design or EffectDesign()
-    if declared.metric != metric:
-        declared = dataclasses.replace(declared, metric=metric, direction="two-sided")
-    subtitle = textwrap.fill(effect_sentence(effect(results, declared), metric, secondary=False), width=110)
+    if (declared.metric, declared.method) == (metric, method):
+        return effect_sentence(effect(results, declared), metric, secondary=False)
+    other = dataclasses.replace(declared, metric=metric, method=method, direction="two-sided")
+    return effect_sentence(effect(results, other), metric, secondary=False, role="not the declared endpoint")
+
+
+def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path,
+                            design: EffectDesign | None = None, method: str = "mae") -> Path:
+    """Test `metric` of `method`'s stages (end-to-end fine-tunes "mae", or frozen-encoder probes "probe") against
+    animal fraction: per fine-tune fraction the seed mean with its 95% Student-t CI band over seeds, the fitted
+    curve dashed (fine-tunes), and the baselines of that kind at that fine-tune fraction as horizontal lines;
+    the effect sentence (effect.effect_sentence) as the subtitle, naming whether it is the declared test."""
+    agg = aggregate(results, metric)
+    mae = agg[agg["method"] == method] if not agg.empty else agg
+    what = "probes" if method == "probe" else "MAE fine-tunes"
+    if mae.empty:
+        raise NothingToPlot(f"no finished {what} with {metric}")
+    curve_fits = fits(results, metric) if method == "mae" else {}
+    subtitle = textwrap.fill(plot_sentence(results, metric, method, design), width=110)
     fig, (ax,) = _figure(1, width=6.5, height=4.5 + 0.12 * subtitle.count("\n"))
     cmap = colormaps["tab10"]
     lo_x, hi_x = float(mae["animal_fraction"].min()), float(mae["animal_fraction"].max())
     for i, (ft, g) in enumerate(mae.groupby("finetune_fraction", sort=True)):
         color = cmap(i % 10)
         g = g.sort_values("animal_fraction")
-        ax.plot(g["animal_fraction"], g["mean"], "o-", color=color, label=f"fine-tune {ft:g} (n={g['n_seeds'].max()})")
+        ax.plot(g["animal_fraction"], g["mean"], "o-", color=color,
+                label=f"{'probe' if method == 'probe' else 'fine-tune'} {ft:g} (n={g['n_seeds'].max()})")
         band = g.dropna(subset=["ci_low", "ci_high"])
         if not band.empty:
             ax.fill_between(band["animal_fraction"], band["ci_low"], band["ci_high"], color=color, alpha=0.2,
@@ -78,16 +85,20 @@ def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path
             xs = np.linspace(lo_x, hi_x, 101)
             ax.plot(xs, fit.predict(xs), "--", color=color, linewidth=1, label=f"{fit.kind} fit, fine-tune {ft:g}")
         base = agg[~agg["method"].isin(FRACTION_METHODS) & np.isclose(agg["finetune_fraction"], ft)]
+        probes = base["method"].isin(PROBE_METHODS)  # a probe's baseline is a probe, a fine-tune's a fine-tune
+        base = base[probes if method == "probe" else ~probes]
         for _, b in base.iterrows():
-            style = dict(BASELINE_STYLE.get(b["method"], dict(color="0.4", linestyle=":")))
+            style = dict(METHODS[b["method"]].style if b["method"] in METHODS else dict(color="0.4", linestyle=":"))
             # Colour ties a baseline to its fine-tune fraction when there are several.
             if mae["finetune_fraction"].nunique() > 1:
                 style["color"] = color
             ax.axhline(b["mean"], linewidth=1.5, **style,
-                       label=f"{METHOD_LABELS.get(b['method'], b['method'])}, fine-tune {ft:g}")
+                       label=f"{label(b['method'])}, fine-tune {ft:g}")
     ax.set_xlabel("animal fraction of pre-training data F")
     ax.set_ylabel(f"test {_label(metric)}")
-    fig.suptitle(f"test {_label(metric)} vs animal fraction (mean, 95% t-interval over seeds)", fontsize=10)
+    kind = "frozen-encoder probe" if method == "probe" else "end-to-end fine-tune"
+    fig.suptitle(f"test {_label(metric)} vs animal fraction, {kind} (mean, 95% t-interval over seeds)",
+                 fontsize=10)
     ax.set_title(subtitle, fontsize=6, loc="left")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
@@ -131,10 +142,10 @@ def plot_curves(results: pd.DataFrame, histories: dict[str, list[dict]], path: s
     for i, f in enumerate(fracs):
         color = cmap(i / max(len(fracs) - 1, 1))
         groups.append((f"F={f:g}", mae.loc[mae["animal_fraction"] == f, "key"].tolist(), dict(color=color)))
-    for method, style in BASELINE_STYLE.items():
-        keys = df.loc[df["method"] == method, "key"].tolist()
+    for method in (m for m in METHODS.values() if m.style):
+        keys = df.loc[df["method"] == method.name, "key"].tolist()
         if keys:
-            groups.append((METHOD_LABELS[method], keys, dict(color=style["color"], linestyle="--")))
+            groups.append((method.label, keys, dict(color=method.style["color"], linestyle="--")))
     drawn = False
     for ax, (field, title) in zip(axes, panels):
         for label, keys, style in groups:

@@ -30,7 +30,9 @@ from mixsweep.errors import MixsweepError
 from mixsweep.files import write_text_atomic
 from mixsweep.hashing import content_key
 from mixsweep.provenance import CODE_VERSION
-from mixsweep.sweep.stages import BASELINE_METHODS, PROBE_METHODS, Plan, Stage
+from mixsweep.sweep.cost import CostModel
+from mixsweep.methods import METHODS, PROBE_METHODS
+from mixsweep.sweep.stages import Plan, Stage
 from mixsweep.sweep.store import Store
 from mixsweep.tables import write_table
 from mixsweep.train.config import (FinetuneData, FinetuneJob, PretrainData, PretrainJob, RunSettings,
@@ -171,12 +173,15 @@ class _Grid:
     eval_digest: str  # the Pet val/test images, and the synthetic world if any
     data_tag: str
     n_full: int  # images in the full fine-tune split
+    n_val: int  # Pet validation images: what a fine-tune evaluates each epoch
 
     def run_settings(self, key: str) -> RunSettings:
         spec, train = self.spec, self.store.train_dir()
         return RunSettings(name=key, storage=spec.train_storage or str(train), artifacts=str(train / key),
-                           checkpoint_every=spec.checkpoint_every, pictures_every=spec.pictures_every,
-                           max_failures=spec.max_failures)
+                           checkpoint_every=spec.checkpoint_every, checkpoint_minutes=spec.checkpoint_minutes,
+                           pictures_every=spec.pictures_every, compile_cache=str(self.store.root / "compile-cache"),
+                           max_failures=spec.max_failures, compile=spec.compile, compile_mode=spec.compile_mode,
+                           attention=spec.attention, augment_ahead=spec.augment_ahead)
 
     def tracking(self, stage: Stage, job) -> TrackingSettings:
         """The stage's live W&B run: id = key, grouped by sweep, its config the grid values and the job."""
@@ -184,9 +189,9 @@ class _Grid:
 
         config = {**stage.row(), "stage_key": stage.key, "job": job.model_dump(mode="json"),
                   **stage.wandb_inputs(self.store.mixture_path(stage.key))}
-        return TrackingSettings(**self.spec.wandb.model_dump(mode="json"), root=str(self.store.root),
-                                run_id=tracking.run_id(stage.key), name=stage.run_name, group=self.spec.name,
-                                job_type=stage.job_type, tags=stage.tags, config=config)
+        return TrackingSettings(**self.spec.wandb.model_dump(mode="json", exclude_none=True),
+                                root=str(self.store.root), run_id=tracking.run_id(stage.key), name=stage.run_name,
+                                group=self.spec.name, job_type=stage.job_type, tags=stage.tags, config=config)
 
     def finish(self, stage: Stage, job_type, data, **extra) -> Stage:
         """Give `stage` its job: data, recipe, resources, run settings and W&B run, once."""
@@ -203,7 +208,7 @@ class _Grid:
 class FinetunePoint:
     """One fine-tune of the grid: a method on a subset, from a parent pre-training (MAE) or from scratch."""
 
-    method: str  # mae | supervised_mae | resnet50 | resnet18
+    method: str  # a name of mixsweep.methods.METHODS
     parent: str | None  # the pre-training key of an MAE fine-tune
     seed: int
     animal_fraction: float | None
@@ -231,7 +236,7 @@ def build_plan(spec, store: Store) -> Plan:
     data_tag = _synth_tag(spec.data.synth)
     eval_rows = manifest.filter(pc.is_in(manifest.column("split"), value_set=pa.array(["val", "test"])))
     grid = _Grid(spec, store, job_paths, manifest_path, _digest(eval_rows.select(["name", "split"]).to_pylist()) + data_tag,
-                 data_tag, n_full)
+                 data_tag, n_full, sum(1 for s in eval_rows.column("split").to_pylist() if s == "val"))
     if mixes:
         union = union_of(list(mixes.values()))
         ids = list(zip(union.column("split").to_pylist(), union.column("image_id").to_pylist()))
@@ -277,7 +282,7 @@ def _pretrain_stage(grid: _Grid, plan: Plan, mix: pa.Table, seed: int, fraction:
                         val_images=grid.paths.coco_val_images or grid.paths.coco_images, cache=store.root / "cache",
                         pack_size=spec.mixture.pack_size)
     stage = Stage(key, "pretrain", "mae", seed, fraction, None, None, spec.preset, spec.pretrain.epochs,
-                  n_images=sum(1 for s, _ in ids if s == "train"))
+                  n_images=sum(1 for s, _ in ids if s == "train"), eval_images=sum(1 for s, _ in ids if s == "val"))
     plan.stages.append(grid.finish(stage, PretrainJob, data))
     return key
 
@@ -291,7 +296,7 @@ def _finetune_stage(grid: _Grid, point: FinetunePoint) -> Stage:
     spec, store = grid.spec, grid.store
     recipe = finetune_recipe(spec, point.method)
     head = "probe" if point.method in PROBE_METHODS else spec.head
-    key = "ft-" + content_key({"kind": "finetune", "parent": point.parent or BASELINE_METHODS[point.method],
+    key = "ft-" + content_key({"kind": "finetune", "parent": point.parent or METHODS[point.method].model,
                                "subset": _digest(point.names), "eval": grid.eval_digest, "preset": spec.preset,
                                "head": head, "recipe": recipe.model_dump(mode="json"),
                                "seed": point.seed, "pack_size": spec.mixture.pack_size, "code": CODE_VERSION})
@@ -300,10 +305,11 @@ def _finetune_stage(grid: _Grid, point: FinetunePoint) -> Stage:
                         subset_seed=point.seed)
     pretrained = point.parent is not None
     stage = Stage(key, "finetune", point.method, point.seed, point.animal_fraction, point.finetune_fraction,
-                  point.parent, spec.preset, recipe.epochs, n_images=len(point.names), schedule=recipe.schedule)
+                  point.parent, spec.preset, recipe.epochs, n_images=len(point.names), schedule=recipe.schedule,
+                  eval_images=grid.n_val)
     if recipe.schedule == "fixed_steps":  # every size trains one full-size epoch's steps per epoch
         stage.epoch_images = max(1, grid.n_full // recipe.batch_size) * recipe.batch_size
-    extra = {"model": "mae" if pretrained else BASELINE_METHODS[point.method], "head": head}
+    extra = {"model": METHODS[point.method].model, "head": head}
     if pretrained:
         extra["init_checkpoint"] = store.checkpoint(point.parent)
     return grid.finish(stage, FinetuneJob, data, **extra)
@@ -387,12 +393,15 @@ def _warn_unresampled(spec, train_sets: dict[float, list[frozenset]]) -> None:
                           "mixture.size well below the smaller pool (plan shows the counts)", stacklevel=3)
 
 
-def plan_rows(plan: Plan) -> list[dict]:
-    """The plan as data (for --format json and tables)."""
+def plan_rows(plan: Plan, costs: CostModel) -> list[dict]:
+    """The plan as data (for --format json and tables), each stage with its estimated cost."""
     out = []
     for s in plan.stages:
+        c = costs.costs[s.key]
         out.append({**s.row(), "job_type": s.job_type, "status": s.status, "n_images": s.n_images,
-                    "gpu_hours": s.gpu_hours(), "error": s.error})
+                    "step_s": c.step_s, "startup_s": c.startup_s, "compile_s": c.compile_s, "eval_s": c.eval_s,
+                    "checkpoint_s": c.checkpoint_s, "gpu_hours": c.total_s / 3600,
+                    "checkpoint_bytes": c.checkpoint_bytes, "error": s.error})
     for r in out:
         for k in ("animal_fraction", "finetune_fraction"):
             if isinstance(r[k], float) and math.isnan(r[k]):

@@ -61,14 +61,6 @@ def results_table(spec):
     return frame, len(keys) - len(frame)
 
 
-def effect_summary(results, design=None) -> str:
-    """The report's first sentence: is the declared effect of the animal fraction there, from the statistics
-    alone (the same sentence results.md opens with; the numbers are in effect.json)."""
-    from mixsweep.report.analyze import effect, effect_sentence
-
-    return effect_sentence(effect(results, design))
-
-
 def report_folder(spec, store: Store, out: Path | str | None = None, console: Console | None = None) -> Path:
     """`out`, else <storage>/reports/<spec name>, else (a read-only store) ./mixsweep-reports/<spec name>."""
     if out is not None:
@@ -91,7 +83,8 @@ def make_report(spec, console: Console | None = None, out: Path | str | None = N
     sentence to the terminal.
     """
     from mixsweep import tracking
-    from mixsweep.report.analyze import effect, effect_sentence, report_curves
+    from mixsweep.report.analyze import report_curves
+    from mixsweep.report.effect import effect, effect_sentence
     from mixsweep.report.build import write_report
 
     from mixsweep.report.build import made_with
@@ -106,8 +99,7 @@ def make_report(spec, console: Console | None = None, out: Path | str | None = N
     console.print(sentence, markup=False, highlight=False, soft_wrap=True)
     for line in made_with(results):
         console.print(f"made with: {line}", markup=False, highlight=False, soft_wrap=True)
-    tracker = tracking.Tracker(**spec.wandb.model_dump(mode="json"),
-                               root=store.root if out.is_relative_to(store.root) else out)
+    tracker = tracking.Tracker.of(spec.wandb, root=store.root if out.is_relative_to(store.root) else out)
     tracking.log_report(tracker, group=spec.name, table=results,
                         plots=[p for p in paths.values() if Path(p).suffix == ".png"],
                         effects=entries, sentence=sentence, curves=report_curves(results))

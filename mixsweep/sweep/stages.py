@@ -7,20 +7,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mixsweep.methods import FRACTION_METHODS, PROBE_METHODS
 from mixsweep.train.config import FinetuneJob, PretrainJob
-
-# Seconds per image of one train step on one H200 at ViT-B/16 (reference MAE bf16 eager 3,460 img/s; full-token
-# ViT-B step 2,559 img/s; ResNet-50 4,646 img/s). Other presets scale by FLOPs per image.
-SECONDS_PER_IMAGE = {"pretrain": 1 / 3460, "mae": 1 / 2559, "supervised_mae": 1 / 2559, "resnet50": 1 / 4646,
-                     "resnet18": 1 / (4646 * 2.2),  # ResNet-18: 1.8 vs 4.1 GFLOP forward at 224 px
-                     # a probe runs the encoder forward only (no backward, no decoder): about a third of a step
-                     "probe": 1 / (3 * 2559), "random_probe": 1 / (3 * 2559)}
-PRESET_COST = {"base": 1.0, "small": 0.27, "tiny": 0.0011}  # FLOPs per image relative to base (benchmark)
-BASELINE_METHODS = {"supervised_mae": "scratch", "resnet50": "resnet50", "resnet18": "resnet18",
-                    "random_probe": "scratch"}
-# The frozen-encoder probes (FinetuneJob head "probe"): of a pre-training ("probe") or of random weights.
-PROBE_METHODS = ("probe", "random_probe")
-FRACTION_METHODS = ("mae", "probe")  # fine-tunes of a pre-training: they have an animal fraction
 # What a finished stage must have finite: a NaN or an infinity there means its weights went non-finite.
 ENDPOINTS = {"pretrain": ("train_loss",), "finetune": ("train_loss", "test_loss", "test_iou_binary")}
 
@@ -36,7 +24,7 @@ def divergence(kind: str, metrics: dict) -> str:
 class Stage:
     key: str
     kind: str  # pretrain | finetune
-    method: str  # mae | supervised_mae | resnet50 | resnet18
+    method: str  # a name of mixsweep.methods.METHODS
     seed: int
     animal_fraction: float | None
     finetune_fraction: float | None
@@ -46,6 +34,7 @@ class Stage:
     n_images: int
     job: PretrainJob | FinetuneJob | None = field(default=None, repr=False)  # set once, by the plan
     epoch_images: int | None = None  # images trained per epoch when not n_images (fixed_steps fine-tunes)
+    eval_images: int = 0  # images evaluated per epoch (validation)
     schedule: str = ""  # a fine-tune's recipe.schedule: what one of its "epochs" means
     status: str = "pending"  # done | failed | diverged | pending
     error: str = ""
@@ -55,11 +44,6 @@ class Stage:
         if self.kind == "pretrain":
             return "pretrain"
         return "finetune" if self.method == "mae" else "probe" if self.method in PROBE_METHODS else "baseline"
-
-    def gpu_hours(self) -> float:
-        per = SECONDS_PER_IMAGE["pretrain" if self.kind == "pretrain" else self.method]
-        scale = 1.0 if self.method.startswith("resnet") else PRESET_COST.get(self.preset, 1.0)
-        return (self.epoch_images or self.n_images) * self.epochs * per * scale / 3600
 
     def row(self) -> dict:
         """The grid values of this stage, as the result store and W&B config carry them."""

@@ -132,7 +132,7 @@ def declare_pending(runs: list[OfflineRun], wandb: Any, tracker: tracking.Tracke
                 run.record = tracking.read_offline_run(run.path)
             names = tracking.declare_synced_inputs(wandb, tracker, run.record)
         except Exception as e:
-            refused.append((run, tracking._brief(e)))
+            refused.append((run, tracking.brief_error(e)))
             continue
         _mark(run, DECLARED, json.dumps(names) + "\n")
         if names:
@@ -194,7 +194,7 @@ def sync_store(store: Store, settings: dict, *, timeout_s: float = 1800.0, dry_r
             say(f"would declare inputs  {run.run_id}  {run.display_name}  {run.path}")
         say(f"{len(to_send)} offline runs to send, {len(to_declare)} more to declare inputs for")
         return 0
-    if not tracking._api_key_configured():
+    if not tracking.api_key_configured():
         where = " and ".join(sorted({str(r.path.parent) for r in waiting}))
         shout(f"mixsweep sync: no W&B API key (set WANDB_API_KEY or run `wandb login`); "
               f"{len(waiting)} offline run{' waits' if len(waiting) == 1 else 's wait'} under {where}")

@@ -29,7 +29,7 @@ PETS_LIST_HEADER = (
     "#images with small first letter are dog images\n"
 )
 
-# Awkward files of the real archive (names as in FACTS.md) and how each is stored when awkward=True.
+# Awkward files of the real Oxford-IIIT Pet archive (their real names) and how each is stored when awkward=True.
 AWKWARD_PETS: dict[str, str] = {
     "Abyssinian_5": "rgba_png",
     "Egyptian_Mau_129": "gray_jpeg",

@@ -232,12 +232,14 @@ def probe_address(address: str, timeout: float = 5.0) -> None:
 
 
 def ensure_ray(address: str | None = None, quiet: bool = False) -> None:
-    """Join `address` or start a local instance; `quiet` keeps worker logs out of this terminal."""
+    """Join `address` ("auto": the cluster this machine belongs to), or with None the cluster last started on
+    this machine, else a new local instance; "local" always starts a new local instance. `quiet` keeps worker
+    logs out of this terminal."""
     import ray
 
     if ray.is_initialized():
         return
-    if address and address != "auto":
+    if address and address not in ("auto", "local"):
         probe_address(address)
     try:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=not quiet)

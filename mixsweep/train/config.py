@@ -115,6 +115,10 @@ class ScalingSettings(_Strict):
         return {**res, **self.resources}
 
 
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+AttentionBackend = Literal["auto", "flash", "efficient", "cudnn", "math"]
+
+
 class RunSettings(_Strict):
     """Where a job writes, how often it checkpoints, how it survives failures."""
 
@@ -123,19 +127,41 @@ class RunSettings(_Strict):
     # Metrics log, pictures and worker placement; a folder every node sees. Default: storage/name when
     # storage is local, else ./runs/name.
     artifacts: Optional[PathText] = None
-    checkpoint_every: int = Field(1, ge=1)
+    # A resumable checkpoint every `checkpoint_every` epochs, or (None) at the first epoch end
+    # `checkpoint_minutes` after the last one; the last epoch's holds the weights only. Keep the newest few.
+    checkpoint_every: Optional[int] = Field(None, ge=1)
+    checkpoint_minutes: float = Field(15.0, gt=0)
+    keep_checkpoints: int = Field(2, ge=1)
     pictures_every: int = Field(0, ge=0)  # 0: pictures only at the end
     max_failures: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: Optional[bool] = None  # torch.compile the model; None: on CUDA (the fast path), not on CPU
+    # torch.compile's mode: reduce-overhead adds CUDA graphs (every shape of a stage is static), max-autotune
+    # searches kernels (its results land in the compile cache below).
+    compile_mode: CompileMode = "default"
+    # The attention kernel: auto lets torch choose; flash, efficient, cudnn or math pins one (refused at the
+    # start when the device has no such kernel).
+    attention: AttentionBackend = "auto"
+    # Make each training batch (its augmentation) one step early, on a side CUDA stream: off the training stream.
+    augment_ahead: bool = False
+    # A folder every node sees where stages share their compiled graphs (mixsweep.train.compile_cache); a sweep
+    # sets it to <store>/compile-cache. None: each stage compiles on its own.
+    compile_cache: Optional[PathText] = None
 
 
-class TrackingSettings(_Strict):
-    """The stage's W&B run, logged live by rank 0 (mixsweep.train.live): which run, and how to reach W&B."""
+class WandbSettings(_Strict):
+    """How to reach W&B: the one settings model (a spec's `wandb:`, a stage's run, mixsweep.tracking's Tracker)."""
 
     project: str = Field("mixsweep", min_length=1)
     entity: Optional[str] = None
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online if logged in, else offline
+    timeout_s: float = Field(30.0, gt=0)  # wandb.init and the server check; finish gets 10x
+    flush_s: Optional[float] = Field(None, ge=0)  # offline run file flush interval (None: wandb's, 15 s)
+
+
+class TrackingSettings(WandbSettings):
+    """The stage's W&B run, logged live by rank 0 (mixsweep.train.live): which run, and how to reach W&B."""
+
     root: PathText  # offline runs land in root/wandb; a folder every node sees
     run_id: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$")  # one id per stage key: a restart resumes it
     name: Optional[str] = None
@@ -143,8 +169,7 @@ class TrackingSettings(_Strict):
     job_type: Optional[str] = None
     tags: list[str] = []
     config: dict = {}
-    timeout_s: float = Field(30.0, gt=0)  # wandb.init and the server check; finish gets 10x
-    flush_s: float = Field(2.0, ge=0)  # how often the offline run file is flushed (readers see progress)
+    flush_s: Optional[float] = Field(2.0, ge=0)  # live runs flush often: readers see progress
 
 
 class PretrainData(_Strict):
@@ -157,7 +182,6 @@ class PretrainData(_Strict):
     val_images: Optional[LocalPath] = None
     cache: LocalPath = Path("cache")
     pack_size: int = Field(256, ge=16)
-    eval_batches: int = Field(0, ge=0)  # 0: the whole validation split
 
 
 class FinetuneData(_Strict):
@@ -169,23 +193,25 @@ class FinetuneData(_Strict):
     subset_seed: Optional[Seed] = None  # default: the job's seed
 
 
+def _known_preset(v: str) -> str:
+    from mixsweep.models.mae import PRESETS
+
+    if v not in PRESETS:  # a custom error: the message as written, no "Value error, " prefix
+        raise PydanticCustomError("preset", f"unknown preset {v!r} (choose from {', '.join(PRESETS)})")
+    return v
+
+
+PresetName = Annotated[str, AfterValidator(_known_preset)]  # a model preset of mixsweep.models.mae.PRESETS
+
+
 class _Job(_Strict):
     """What every job has: a model preset, a seed, resources and run settings."""
 
-    preset: str = "base"
+    preset: PresetName = "base"
     seed: Seed = 0
     scaling: ScalingSettings = ScalingSettings()
     run: RunSettings
     tracking: Optional[TrackingSettings] = None  # None: no live W&B run
-
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, v: str) -> str:
-        from mixsweep.models.mae import PRESETS
-
-        if v not in PRESETS:
-            raise ValueError(f"unknown preset {v!r} (choose from {', '.join(PRESETS)})")
-        return v
 
 
 class PretrainJob(_Job):

@@ -24,7 +24,7 @@ from mixsweep.errors import MixsweepError
 from mixsweep.models.mae import get_preset
 from mixsweep.models.segment import build_segmenter
 from mixsweep.train.config import FinetuneJob
-from mixsweep.train.loop import World, worker_batch_size, fit
+from mixsweep.train.loop import CheckpointPolicy, World, fit, worker_batch_size
 from mixsweep.train.metrics import SegMetrics
 from mixsweep.train.recipes import build_optimizer, build_scheduler
 
@@ -79,7 +79,7 @@ class FinetuneTask:
             n_full = int(np.isin(full, pack.valid_indices).sum())
             num_batches = max(1, n_full // job.recipe.batch_size) * self.accum_iter
         self.train_loader = PackedLoader(pack, per_worker, train=True, indices=train_idx, num_batches=num_batches,
-                                         **common)
+                                         ahead=job.run.augment_ahead, **common)
         if len(self.train_loader) // self.accum_iter == 0:
             raise MixsweepError(
                 f"{job.data.manifest}: the fine-tune subset ({len(train_names)} images at fraction "
@@ -147,5 +147,7 @@ def run_finetune(job: FinetuneJob, pack_path: Path | str, world: World) -> dict:
             "finetune_fraction": job.data.finetune_fraction, "n_train": task.n_train,
             "finetune_schedule": task.schedule, "steps_per_epoch": task.steps_per_epoch,
             "total_steps": task.steps_per_epoch * task.epochs, "job": job.model_dump(mode="json")}
-    return fit(task, world, job.seed, checkpoint_every=job.run.checkpoint_every,
-               pictures_every=job.run.pictures_every, meta=meta, compile_model=job.run.compile)
+    return fit(task, world, job.seed, checkpoints=CheckpointPolicy.of(job.run),
+               pictures_every=job.run.pictures_every, meta=meta, compile_model=job.run.compile,
+               compile_cache=job.run.compile_cache,
+               compile_mode=job.run.compile_mode, attention=job.run.attention)

@@ -16,14 +16,14 @@ open it), and the init checkpoint is read once, so a damaged input stops the job
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mixsweep.errors import Diverged
 from mixsweep.train.config import FinetuneJob, PretrainJob, ScalingSettings
 from mixsweep.train.loop import World, latest_local_checkpoint, local_world
 from mixsweep.train.placement import clear_loop_timing, read_loop_timing, read_placement, write_loop_timing
-from mixsweep.train.storage import artifact_dir, resume_checkpoint, storage_root
+from mixsweep.train.storage import artifact_dir, keep_only, resume_checkpoint, storage_root
 
 
 @dataclass
@@ -34,6 +34,7 @@ class JobResult:
     run_dir: Path  # metrics.jsonl, pictures/, workers/
     checkpoint: str | None  # the newest checkpoint: a local folder, or a URI on object storage
     loop_s: float | None  # rank 0's time inside `fit` (None when unknown)
+    loop_parts: dict = field(default_factory=dict)  # its parts: first_step_s, eval_s, checkpoint_s (World.timing)
     started_at: float | None = None  # when rank 0 started and finished this attempt's job (epoch seconds)
     finished_at: float | None = None
     in_trial: bool = False  # trained inside its Tune trial's process
@@ -98,12 +99,13 @@ def run_local(job: PretrainJob | FinetuneJob) -> JobResult:
     """The job in this process, no Ray: resumes from the last checkpoint under <run folder>/checkpoints."""
     pack = prepare_data(job)
     run_dir = artifact_dir(job, storage_root(job))
-    world = local_world(run_dir, job.run.device)
+    world = local_world(run_dir, job.run.device, keep=job.run.keep_checkpoints)
     started = time.time()
     metrics = run_job_in_world(job, pack, world)
     newest = latest_local_checkpoint(run_dir)
     return JobResult(metrics=metrics, run_dir=run_dir, checkpoint=str(newest) if newest else None,
-                     loop_s=world.loop_seconds, started_at=started, finished_at=time.time())
+                     loop_s=world.loop_seconds, loop_parts=dict(world.timing), started_at=started,
+                     finished_at=time.time())
 
 
 def runs_in_trial(scaling: ScalingSettings) -> bool:
@@ -122,13 +124,14 @@ def run_in_trial(job: PretrainJob | FinetuneJob) -> JobResult:
     pack = prepare_data(job)
     run_dir = artifact_dir(job, storage)
     torch.set_num_threads(max(1, int(job.scaling.cpus_per_worker)))
-    world = trial_world(run_dir, job.run.device, storage, job.run.name)
+    world = trial_world(run_dir, job.run.device, storage, job.run.name, keep=job.run.keep_checkpoints)
     started = time.time()
     metrics = run_job_in_world(job, pack, world, keep_open=True)
     finished = time.time()
     final = resume_checkpoint(storage, job.run.name, None, 0)  # the newest (a local copy if storage is a URI)
     return JobResult(metrics=metrics, run_dir=run_dir, checkpoint=str(final) if final else None,
-                     loop_s=world.loop_seconds, started_at=started, finished_at=finished, in_trial=True,
+                     loop_s=world.loop_seconds, loop_parts=dict(world.timing), started_at=started,
+                     finished_at=finished, in_trial=True,
                      live=world.live)
 
 
@@ -146,7 +149,7 @@ def train_loop_per_worker(config: dict) -> None:
     except Diverged as e:  # every rank sees the same reduced loss; Ray Train must not retry a deterministic end
         diverged = str(e)
     if world.is_main:
-        write_loop_timing(world.run_dir, world.loop_seconds, started, time.time(), diverged)
+        write_loop_timing(world.run_dir, world.loop_seconds, started, time.time(), diverged, world.timing)
 
 
 def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", address: str | None = None,
@@ -183,7 +186,7 @@ def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", addre
             name=job.run.name,
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=job.run.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=job.run.keep_checkpoints),
             callbacks=callbacks or None,
         ),
     )
@@ -191,7 +194,10 @@ def run_with_ray(job: PretrainJob | FinetuneJob, source: str = "<config>", addre
     timing = read_loop_timing(run_dir)
     if timing.get("diverged"):
         raise Diverged(timing["diverged"])
+    if result.checkpoint is not None:  # finished: the weights-only final is all anything reads
+        keep_only(storage, job.run.name, result.checkpoint.path)
     return JobResult(metrics=dict(result.metrics or {}),
                      checkpoint=result.checkpoint.path if result.checkpoint else None, run_dir=run_dir,
-                     loop_s=timing.get("loop_s"), started_at=timing.get("started_at"),
+                     loop_s=timing.get("loop_s"), loop_parts=timing.get("parts", {}),
+                     started_at=timing.get("started_at"),
                      finished_at=timing.get("finished_at"))

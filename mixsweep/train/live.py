@@ -41,9 +41,10 @@ class LiveRun:
 
     # --- called by the training side: never blocks on W&B ----------------------------------------------
 
-    def wrap_report(self, report: Callable[[dict, Path | None], None]) -> Callable[[dict, Path | None], None]:
-        def live_report(metrics: dict, checkpoint: Path | None) -> None:
-            report(metrics, checkpoint)  # metrics.jsonl and the checkpoint first: they are the record
+    def wrap_report(self, report: Callable[[dict, Path | None, bool], None]
+                    ) -> Callable[[dict, Path | None, bool], None]:
+        def live_report(metrics: dict, checkpoint: Path | None, final: bool) -> None:
+            report(metrics, checkpoint, final)  # metrics.jsonl and the checkpoint first: they are the record
             new = sorted(self._picture_files() - self._pictures)
             self._pictures.update(new)
             self._queue.put(("log", (int(metrics["epoch"]), dict(metrics), [path for path, _ in new])))
@@ -63,7 +64,7 @@ class LiveRun:
         # init and finish are each bounded by wandb itself; this bounds the whole in case it hangs anyway
         self._thread.join(timeout=12.0 * self.settings.timeout_s)
         if self._thread.is_alive():
-            tracking._warn(f"W&B: stage run {self.settings.run_id} did not finish in time; the stage goes on")
+            tracking.warn(f"W&B: stage run {self.settings.run_id} did not finish in time; the stage goes on")
         return self.folder
 
     # --- the W&B thread ------------------------------------------------------------------------------
@@ -73,9 +74,7 @@ class LiveRun:
         return {(p, p.stat().st_mtime_ns) for p in folder.glob("*.png")} if folder.is_dir() else set()
 
     def _tracker(self) -> tracking.Tracker:
-        s = self.settings
-        return tracking.Tracker(project=s.project, entity=s.entity, mode=s.mode, root=Path(s.root),
-                                timeout_s=s.timeout_s, flush_s=s.flush_s)
+        return tracking.Tracker.of(self.settings, self.settings.root)
 
     def _open(self) -> tuple[Any, Any, set[int]]:
         s = self.settings
@@ -87,8 +86,8 @@ class LiveRun:
 
         check_writable(tracker.root / "wandb", "W&B folder")  # else wandb quietly falls back to a temp dir
         earlier = tracking.run_folders(tracker.root, s.run_id)
-        run = tracking._start(wandb, tracker, mode, f"stage {s.run_id}", id=s.run_id, name=s.name, group=s.group,
-                              job_type=s.job_type, tags=list(s.tags), config=tracking._plain(s.config),
+        run = tracking.start_run(wandb, tracker, mode, f"stage {s.run_id}", id=s.run_id, name=s.name, group=s.group,
+                              job_type=s.job_type, tags=list(s.tags), config=tracking.plain_values(s.config),
                               resume="allow")
         self.folder = Path(run.dir).parent
         logged: set[int] = set()
@@ -100,7 +99,7 @@ class LiveRun:
             tracking.declare_inputs(run, wandb, tracking.artifact_inputs(s.config))
         for row in self.backlog:
             if "epoch" in row and int(row["epoch"]) not in logged:
-                run.log(tracking._plain(row), step=int(row["epoch"]))
+                run.log(tracking.plain_values(row), step=int(row["epoch"]))
                 logged.add(int(row["epoch"]))
         return run, wandb, logged
 
@@ -110,7 +109,7 @@ class LiveRun:
         try:
             run, wandb, logged = self._open()
         except Exception as e:
-            tracking._warn(f"W&B: {what} not logged live: {tracking._brief(e)}")
+            tracking.warn(f"W&B: {what} not logged live: {tracking.brief_error(e)}")
         failed = False
         while (item := self._queue.get()) is not _STOP:
             if run is None or failed:
@@ -121,26 +120,26 @@ class LiveRun:
                     step, row, pictures = payload
                     if step in logged:
                         continue
-                    images = tracking._images(wandb, pictures, "pictures", what)
-                    run.log({**tracking._plain(row), **images}, step=step)
+                    images = tracking.wandb_images(wandb, pictures, "pictures", what)
+                    run.log({**tracking.plain_values(row), **images}, step=step)
                     logged.add(step)
                 elif kind == "outputs":
                     tracking.log_artifacts(run, wandb, payload)
                 elif kind == "finish":
                     summary, error = payload
-                    run.summary.update(tracking._plain(summary))
+                    run.summary.update(tracking.plain_values(summary))
                     if error:
                         run.summary["error"] = error[:1000]
                     run.finish(exit_code=1 if error else 0)
                     run = None
             except Exception as e:  # one warning, then this run logs nothing more
                 failed = True
-                tracking._warn(f"W&B: {what}: logging stopped: {tracking._brief(e)}")
+                tracking.warn(f"W&B: {what}: logging stopped: {tracking.brief_error(e)}")
         if run is not None:
             try:
                 run.finish()
             except Exception as e:
-                tracking._warn(f"W&B: {what}: finish failed: {tracking._brief(e)}")
+                tracking.warn(f"W&B: {what}: finish failed: {tracking.brief_error(e)}")
 
 
 def open_live_run(job, world) -> LiveRun | None:

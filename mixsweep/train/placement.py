@@ -29,16 +29,17 @@ def read_placement(run_dir: Path | str) -> list[dict]:
 
 
 def write_loop_timing(run_dir: Path, seconds: float, started_at: float, finished_at: float,
-                      diverged: str = "") -> None:
-    """workers/loop.json: rank 0's time inside `fit`, and when it trained (epoch seconds), in the attempt that
-    finished (a killed one writes none); `diverged` the message when training went non-finite."""
+                      diverged: str = "", parts: dict[str, float] | None = None) -> None:
+    """workers/loop.json: rank 0's time inside `fit` (and its parts, World.timing), and when it trained (epoch
+    seconds), in the attempt that finished (a killed one writes none); `diverged` the message when training
+    went non-finite."""
     write_text_atomic(Path(run_dir) / "workers" / "loop.json",
                       json.dumps({"loop_s": seconds, "started_at": started_at, "finished_at": finished_at,
-                                  "diverged": diverged}))
+                                  "diverged": diverged, "parts": dict(parts or {})}))
 
 
 def read_loop_timing(run_dir: Path | str) -> dict:
-    """{"loop_s", "started_at", "finished_at", "diverged"} of the attempt that finished; {} when none did."""
+    """{"loop_s", "started_at", "finished_at", "diverged", "parts"} of the attempt that finished; {} when none did."""
     path = Path(run_dir) / "workers" / "loop.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 

@@ -15,7 +15,8 @@ from mixsweep.data.packed import PackedSet, build_pack
 from mixsweep.errors import MixsweepError
 from mixsweep.models.mae import build_mae, load_mae_checkpoint
 from mixsweep.train.config import PretrainData, PretrainJob
-from mixsweep.train.loop import World, all_reduce_sum, epoch_generator, fit, unwrap, worker_batch_size
+from mixsweep.train.loop import (CheckpointPolicy, World, all_reduce_sum, epoch_generator, fit, unwrap,
+                                  worker_batch_size)
 from mixsweep.train.recipes import build_optimizer, build_scheduler
 
 VAL_NOISE_SEED = 20_231  # validation masks are the same every epoch, so val loss curves are comparable
@@ -68,6 +69,7 @@ class PretrainTask:
         common = dict(augment=aug, rank=world.rank, world_size=world.world_size, device=world.device,
                       seed=job.seed)
         self.train_loader = PackedLoader(pack, per_worker, train=True, indices=_rows(pack, mix, "train"),
+                                         ahead=job.run.augment_ahead,
                                          **common)
         if len(self.train_loader) // self.accum_iter == 0:
             raise MixsweepError(
@@ -131,5 +133,7 @@ def run_pretrain(job: PretrainJob, pack_path: Path | str, world: World) -> dict:
     torch.manual_seed(job.seed)  # model init: identical on every rank and every attempt
     task = PretrainTask(job, pack_path, world)
     meta = {"kind": "pretrain", "preset": job.preset, "seed": job.seed, "job": job.model_dump(mode="json")}
-    return fit(task, world, job.seed, checkpoint_every=job.run.checkpoint_every,
-               pictures_every=job.run.pictures_every, meta=meta, compile_model=job.run.compile)
+    return fit(task, world, job.seed, checkpoints=CheckpointPolicy.of(job.run),
+               pictures_every=job.run.pictures_every, meta=meta, compile_model=job.run.compile,
+               compile_cache=job.run.compile_cache,
+               compile_mode=job.run.compile_mode, attention=job.run.attention)

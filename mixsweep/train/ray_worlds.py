@@ -9,9 +9,10 @@ import warnings
 from pathlib import Path
 
 from mixsweep.errors import MixsweepError
-from mixsweep.train.loop import World, append_metrics, pick_device, truncate_metrics
+from mixsweep.train.loop import (World, append_metrics, pick_device, remove_staging, staging_folder,
+                                  truncate_metrics)
 from mixsweep.train.placement import record_placement
-from mixsweep.train.storage import resume_checkpoint, save_checkpoint_to_storage
+from mixsweep.train.storage import keep_only, local_run_folder, resume_checkpoint, save_checkpoint_to_storage
 
 
 def ray_world(run_dir: Path, device_pref: str, storage: str, name: str) -> World:
@@ -36,7 +37,7 @@ def ray_world(run_dir: Path, device_pref: str, storage: str, name: str) -> World
         truncate_metrics(run_dir, resume_from)
     record_placement(run_dir, rank, device)
 
-    def report(metrics: dict, folder: Path | None) -> None:
+    def report(metrics: dict, folder: Path | None, final: bool) -> None:
         if rank == 0:
             append_metrics(run_dir, metrics)
         ckpt = ray.train.Checkpoint.from_directory(str(folder)) if folder is not None else None
@@ -49,7 +50,7 @@ def ray_world(run_dir: Path, device_pref: str, storage: str, name: str) -> World
                  resume_from=resume_from, wrap_model=wrap)
 
 
-def trial_world(run_dir: Path, device_pref: str, storage: str, name: str) -> World:
+def trial_world(run_dir: Path, device_pref: str, storage: str, name: str, keep: int = 2) -> World:
     """The World of a stage trained inside its Tune trial: rank 0 of 1, metrics to Tune and metrics.jsonl,
     checkpoints to storage/name, resumed from the newest complete one there (left by an earlier attempt of
     this trial, or by a `mixsweep run` that was killed)."""
@@ -63,10 +64,18 @@ def trial_world(run_dir: Path, device_pref: str, storage: str, name: str) -> Wor
     device = pick_device("cpu")
     record_placement(run_dir, 0, device)
 
-    def report(metrics: dict, folder: Path | None) -> None:
+    local = local_run_folder(storage, name)
+    if local is not None:
+        remove_staging(local)
+
+    def report(metrics: dict, folder: Path | None, final: bool) -> None:
         append_metrics(run_dir, metrics)
         if folder is not None:
-            save_checkpoint_to_storage(storage, name, folder)
+            saved = save_checkpoint_to_storage(storage, name, folder, keep=keep)
+            if final:
+                keep_only(storage, name, saved)
         ray.tune.report(metrics)
 
-    return World(rank=0, world_size=1, device=device, run_dir=run_dir, report=report, resume_from=resume_from)
+    stage = (lambda epoch: staging_folder(local, epoch)) if local is not None else None
+    return World(rank=0, world_size=1, device=device, run_dir=run_dir, report=report, resume_from=resume_from,
+                 stage_checkpoint=stage)

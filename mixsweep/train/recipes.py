@@ -1,7 +1,8 @@
 """Training recipes: validated hyper-parameters, AdamW parameter groups with layer decay, per-iteration
 warm-up + cosine schedules.
 
-The defaults follow the paper and the reference MAE code (FACTS.md, "The paper's recipe"). A recipe is
+The defaults follow the paper and the reference MAE code (facebookresearch/mae: its pre-training and
+fine-tuning scripts' arguments, the paper's 150 + 100 epochs). A recipe is
 frozen and rejects unknown keys, so a typo in a sweep file fails at load time instead of silently
 training with a default; `model_dump(mode="json")` is what content keys hash.
 """

@@ -8,7 +8,7 @@ import datetime
 import tempfile
 from pathlib import Path
 
-from mixsweep.files import check_writable, copy_atomic
+from mixsweep.files import check_writable
 
 
 def storage_root(job) -> str:
@@ -70,23 +70,39 @@ def resume_checkpoint(storage: str, name: str, registered, rank: int) -> Path | 
     return None
 
 
+def local_run_folder(storage: str, name: str) -> Path | None:
+    """storage/name when the storage is a local folder (checkpoints can be staged there), else None."""
+    return None if "://" in storage else Path(storage).resolve() / name
+
+
 def save_checkpoint_to_storage(storage: str, name: str, folder: Path, keep: int = 2) -> str:
-    """Copy a checkpoint folder to storage/name/checkpoint_<time>; keep the newest `keep`. Local storage gets it
-    whole or not at all (a rename); on object storage a cut-short upload fails `load_state` and is skipped on
-    resume."""
+    """Put a checkpoint folder at storage/name/checkpoint_<time>; keep the newest `keep`. Local storage gets it
+    whole or not at all (renamed when it was staged there, else copied); on object storage a cut-short upload
+    fails `load_state` and is skipped on resume."""
     import pyarrow.fs as pafs
+
+    from mixsweep.train.loop import place_checkpoint
 
     fs, root = _filesystem(storage)
     base = f"{root}/{name}"
     dest = f"{base}/checkpoint_{datetime.datetime.now().strftime('%Y-%m-%d_%H-%M-%S.%f')}"
     if isinstance(fs, pafs.LocalFileSystem):
-        copy_atomic(folder, dest)
+        place_checkpoint(Path(folder), Path(dest))
     else:
         fs.create_dir(dest, recursive=True)
         pafs.copy_files(str(folder), dest, destination_filesystem=fs)
     for old in _checkpoint_folders(fs, base)[:-keep]:
         fs.delete_dir(old)
     return dest
+
+
+def keep_only(storage: str, name: str, checkpoint: str) -> None:
+    """Delete the run's checkpoint folders other than `checkpoint` (a finished run's final one)."""
+    fs, root = _filesystem(storage)
+    keep = Path(checkpoint).name
+    for old in _checkpoint_folders(fs, f"{root}/{name}"):
+        if Path(old).name != keep:
+            fs.delete_dir(old)
 
 
 def newest_checkpoint_uri(storage: str, name: str) -> str | None:
