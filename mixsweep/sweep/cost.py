@@ -59,8 +59,7 @@ class CostModel:
 
     def total(self, keys) -> StageCost:
         parts = [self.costs[k] for k in keys]
-        return StageCost(*(sum(getattr(c, f) for c in parts) for f in
-                           ("step_s", "startup_s", "compile_s", "eval_s", "checkpoint_s", "checkpoint_bytes")))
+        return StageCost(*(sum(getattr(c, f.name) for c in parts) for f in dataclasses.fields(StageCost)))
 
 
 @functools.lru_cache(maxsize=None)
