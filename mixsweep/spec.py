@@ -11,13 +11,15 @@ same store whichever spec names it.
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from mixsweep.axes import MODEL_AXES, RECIPE_SECTIONS, Axis, is_axis_name
 from mixsweep.errors import MixsweepError
 from mixsweep.yamlio import read_yaml
 from mixsweep.methods import BaselineName, FractionMethodName
@@ -33,9 +35,10 @@ _EPS = 1e-9
 _MAX_POINTS = 10_001  # a range that expands past this is a typo (step 1e-6), not a sweep
 
 
-def _error(kind: str, message: str, **ctx: Any) -> PydanticCustomError:
-    # A custom error keeps the message as written (a ValueError would gain a "Value error, " prefix).
-    return PydanticCustomError(kind, message, ctx or None)
+def _error(kind: str, message: str, where: str | None = None) -> PydanticCustomError:
+    """A custom error keeps the message as written (a ValueError would gain a "Value error, " prefix). `where`:
+    the key path to name when the check runs on the whole spec (format_validation_error reads it)."""
+    return PydanticCustomError(kind, message, {"where": where} if where else None)
 
 
 class FractionRange(_Strict):
@@ -76,6 +79,10 @@ def _expand(v: Any) -> Any:
         raise _error("fraction_range", f"{where}: {msg} (a range is {{start, stop, step}})") from None
 
 
+def _msg(error: dict) -> str:
+    return error["msg"].removeprefix("Value error, ")
+
+
 def _normalise_fractions(values: list[float], low_open: bool) -> list[float]:
     if not values:
         raise _error("empty_grid", "empty grid: give at least one fraction")
@@ -90,7 +97,11 @@ def _normalise_fractions(values: list[float], low_open: bool) -> list[float]:
 
 class Grid(_Strict):
     """The sweep's axes. Each fraction axis is a list or a `{start, stop, step}` range; after validation
-    both are sorted, de-duplicated lists of floats rounded to 10 decimals."""
+    both are sorted, de-duplicated lists of floats rounded to 10 decimals.
+
+    Any other key naming a recipe or model field is a recipe axis (mixsweep.axes): `pretrain.epochs: [75, 150]`,
+    `finetune.blr: [5.0e-4, 1.0e-3]`, `preset: [tiny, small]`. They are gathered under `axes` and checked
+    against the recipe's own schema by the spec."""
 
     animal_fractions: list[float]
     finetune_fractions: list[float] = [1.0]
@@ -99,6 +110,22 @@ class Grid(_Strict):
     # The baselines' seeds, a subset of `seeds` (None: all of them). A baseline has no animal-fraction axis and
     # enters only the transfer interval, so a CPU study can afford fewer of its costly runs.
     baseline_seeds: Optional[list[StrictInt]] = None
+    axes: dict[str, Any] = {}  # name -> list of values, checked by the spec (SweepSpec._axes_fit_their_fields)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_axes(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        named = {k: v for k, v in data.items() if isinstance(k, str) and is_axis_name(k)}
+        if not named:
+            return data
+        axes = dict(data.get("axes") or {})
+        for k, v in named.items():
+            if k in axes:
+                raise _error("recipe_axis", f"grid.{k}: given twice (as grid.{k} and under grid.axes)")
+            axes[k] = v
+        return {**{k: v for k, v in data.items() if k not in named}, "axes": axes}
 
     @field_validator("animal_fractions", "finetune_fractions", mode="before")
     @classmethod
@@ -312,18 +339,90 @@ class SweepSpec(_Strict):
         e, grid = self.effect, self.grid
         if self.probe is None and ("random_probe" in self.baselines or e.method == "probe"):
             what = "baselines: random_probe" if "random_probe" in self.baselines else "effect.method: probe"
-            raise _error("probe", f"{what} needs a probe: section (the probe's recipe)")
+            where, value = what.split(": ")
+            raise _error("probe", f"{value} needs a probe: section (the probe's recipe)", where=where)
         if e.finetune_fraction is not None and not any(abs(e.finetune_fraction - f) < _EPS
                                                        for f in grid.finetune_fractions):
-            raise _error("effect", f"effect.finetune_fraction {e.finetune_fraction:g} is not in "
-                         f"grid.finetune_fractions {grid.finetune_fractions}")
+            raise _error("effect", f"{e.finetune_fraction:g} is not in "
+                         f"grid.finetune_fractions {grid.finetune_fractions}", where="effect.finetune_fraction")
         for f in e.fractions or ():
             if not any(abs(f - a) < _EPS for a in grid.animal_fractions):
-                raise _error("effect", f"effect.fractions: {f:g} is not in grid.animal_fractions "
-                             f"{grid.animal_fractions}")
+                raise _error("effect", f"{f:g} is not in grid.animal_fractions {grid.animal_fractions}",
+                             where="effect.fractions")
         if e.fractions is not None and e.fractions[0] >= e.fractions[1]:
-            raise _error("effect", f"effect.fractions {list(e.fractions)}: the low fraction comes first")
+            raise _error("effect", f"{list(e.fractions)}: the low fraction comes first", where="effect.fractions")
         return self
+
+    @model_validator(mode="after")
+    def _axes_fit_their_fields(self):
+        """Each recipe axis checked against its field's schema, value by value and (within one recipe) every
+        combination; the values are stored as that schema reads them."""
+        checked: dict[str, list] = {}
+        for name, values in self.grid.axes.items():
+            where = f"grid.{name}"
+            if not isinstance(values, list) or not values:
+                raise _error("recipe_axis", f"an axis is a non-empty list of values, got {values!r}", where=where)
+            section, _, field = name.partition(".") if "." in name else (None, "", name)
+            if section is None:
+                if name not in MODEL_AXES:
+                    raise _error("recipe_axis", f"unknown field; an axis is a recipe field (pretrain.*, finetune.*, "
+                                 f"probe.*) or one of {', '.join(MODEL_AXES)}", where=where)
+                info = type(self).model_fields[name]
+                adapter = TypeAdapter(Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation)
+                read = lambda v, adapter=adapter: adapter.validate_python(v)  # noqa: E731
+            else:
+                if section not in RECIPE_SECTIONS:
+                    raise _error("recipe_axis", f"unknown section {section!r}; axes name a field of "
+                                 f"{', '.join(RECIPE_SECTIONS)} (pretrain.epochs) or {', '.join(MODEL_AXES)}",
+                                 where=where)
+                base = getattr(self, section)
+                if base is None:
+                    raise _error("recipe_axis", f"the spec has no {section}: section to vary", where=where)
+                if field not in type(base).model_fields:
+                    raise _error("recipe_axis", f"unknown field of the {section} recipe (its fields: "
+                                 f"{', '.join(type(base).model_fields)})", where=where)
+                read = lambda v, base=base, field=field: getattr(  # noqa: E731
+                    type(base).model_validate({**base.model_dump(), field: v}), field)
+            out = []
+            for v in values:
+                try:
+                    v = read(v)
+                except ValidationError as err:
+                    first = err.errors()[0]
+                    raise _error("recipe_axis", f"value {v!r}: {_msg(first)}", where=where) from None
+                if v not in out:
+                    out.append(v)
+            checked[name] = out
+        object.__setattr__(self.grid, "axes", checked)
+        for section in RECIPE_SECTIONS:  # values that are fine alone may clash together (warm-up past epochs)
+            mine = [a for a in self.recipe_axes if a.section == section]
+            if len(mine) < 2:
+                continue
+            for combo in itertools.product(*(a.values for a in mine)):
+                values = {a.field: v for a, v in zip(mine, combo)}
+                try:
+                    type(getattr(self, section)).model_validate({**getattr(self, section).model_dump(), **values})
+                except ValidationError as err:
+                    shown = " with ".join(f"{section}.{k}={v!r}" for k, v in values.items())
+                    raise _error("recipe_axis", f"{shown}: {_msg(err.errors()[0])}", where="grid") from None
+        return self
+
+    @property
+    def recipe_axes(self) -> tuple[Axis, ...]:
+        return tuple(Axis(name, tuple(values)) for name, values in self.grid.axes.items())
+
+    def at(self, values: dict[str, Any]) -> SweepSpec:
+        """This spec with some axes fixed at a value each (`{"pretrain.epochs": 75}`): the spec one grid point
+        trains. Values come from `recipe_axes`, which were checked at load time."""
+        update: dict[str, Any] = {}
+        for name, v in values.items():
+            if "." not in name:
+                update[name] = v
+                continue
+            section, field = name.split(".", 1)
+            current = update.get(section, getattr(self, section))
+            update[section] = current.model_copy(update={field: v})
+        return self.model_copy(update=update)
 
 
 def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | str | None = None,

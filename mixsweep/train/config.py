@@ -254,7 +254,8 @@ JOB_TYPES = {"pretrain": PretrainJob, "finetune": FinetuneJob}
 def format_validation_error(source: str, err: ValidationError) -> str:
     """First problem of a pydantic error as one line: `source: key.path: message`."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    # A check on the whole spec names its own key path (spec._error's `where`).
+    loc = ".".join(str(p) for p in first["loc"]) or (first.get("ctx") or {}).get("where") or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
