@@ -26,6 +26,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mixsweep import axes as recipe_axes
 from mixsweep.errors import MixsweepError
 from mixsweep.files import write_text_atomic
 from mixsweep.hashing import content_key
@@ -105,8 +106,10 @@ def _synth_tag(synth) -> str:
 def spec_digest(spec) -> str:
     """Everything in a spec that decides its stage keys (not its name, resources or W&B settings)."""
     fields = ("grid", "baselines", "data", "preset", "head", "mixture", "pretrain", "finetune", "probe")
-    return content_key({**spec.model_dump(mode="json", include=set(fields)), "code": CODE_VERSION,
-                        "synth": _synth_tag(spec.data.synth)})
+    dumped = spec.model_dump(mode="json", include=set(fields))
+    if not dumped["grid"]["axes"]:  # a spec without recipe axes keeps the digest it had before they existed
+        del dumped["grid"]["axes"]
+    return content_key({**dumped, "code": CODE_VERSION, "synth": _synth_tag(spec.data.synth)})
 
 
 def _stat_key(*paths) -> str:
@@ -193,9 +196,9 @@ class _Grid:
                                 root=str(self.store.root), run_id=tracking.run_id(stage.key), name=stage.run_name,
                                 group=self.spec.name, job_type=stage.job_type, tags=stage.tags, config=config)
 
-    def finish(self, stage: Stage, job_type, data, **extra) -> Stage:
-        """Give `stage` its job: data, recipe, resources, run settings and W&B run, once."""
-        spec = self.spec
+    def finish(self, stage: Stage, job_type, data, spec, **extra) -> Stage:
+        """Give `stage` its job: data, recipe, resources, run settings and W&B run, once. `spec`: the spec at the
+        stage's recipe axis values."""
         scaling = spec.resources.pretrain if stage.kind == "pretrain" else spec.resources.finetune
         recipe = spec.pretrain if stage.kind == "pretrain" else finetune_recipe(spec, stage.method)
         job = job_type(preset=spec.preset, seed=stage.seed, scaling=scaling, run=self.run_settings(stage.key),
@@ -214,6 +217,8 @@ class FinetunePoint:
     animal_fraction: float | None
     finetune_fraction: float
     names: tuple[str, ...]  # the subset's Pet images
+    spec: object  # the spec at this point's recipe axis values
+    axes: dict  # those values: the ones that shape this stage
 
 
 def build_plan(spec, store: Store) -> Plan:
@@ -245,31 +250,39 @@ def build_plan(spec, store: Store) -> Plan:
         if _cached(plan.union, read_mixture) is None:
             plan.inputs[plan.union] = union
     train_sets: dict[float, list[frozenset]] = {}
+    axes = spec.recipe_axes
+    fraction_methods = ["mae"] + (["probe"] if spec.probe is not None else [])
     for seed in spec.grid.seeds:
         for fraction in spec.grid.animal_fractions:
             mix = mixes[(seed, fraction)]
-            key = _pretrain_stage(grid, plan, mix, seed, fraction)
             train_sets.setdefault(fraction, []).append(
                 frozenset(i for s, i in zip(mix.column("split").to_pylist(), mix.column("image_id").to_pylist())
                           if s == "train"))
-            for s in spec.grid.finetune_fractions:
-                plan.stages.append(_finetune_stage(grid, FinetunePoint("mae", key, seed, fraction, s,
-                                                                       subsets[(seed, s)])))
-                if spec.probe is not None:
-                    plan.stages.append(_finetune_stage(grid, FinetunePoint("probe", key, seed, fraction, s,
-                                                                           subsets[(seed, s)])))
+            for pre in recipe_axes.points(axes, "pretrain", "pretrain", "mae"):
+                pre_spec = spec.at(pre)
+                key = _pretrain_stage(grid, plan, mix, seed, fraction, pre_spec, pre)
+                # Fine-tune axes multiply the fine-tunes of this one pre-training: it is trained once.
+                for method in fraction_methods:
+                    for ft in recipe_axes.points(axes, "finetune", "finetune", method):
+                        for s in spec.grid.finetune_fractions:
+                            plan.stages.append(_finetune_stage(grid, FinetunePoint(
+                                method, key, seed, fraction, s, subsets[(seed, s)], pre_spec.at(ft), {**pre, **ft})))
         if spec.grid.baseline_seeds is None or seed in spec.grid.baseline_seeds:
             for baseline in spec.baselines:
-                for s in spec.grid.finetune_fractions:
-                    plan.stages.append(_finetune_stage(grid, FinetunePoint(baseline, None, seed, None, s,
-                                                                           subsets[(seed, s)])))
+                for pre in recipe_axes.points(axes, "pretrain", "finetune", baseline):
+                    for ft in recipe_axes.points(axes, "finetune", "finetune", baseline):
+                        for s in spec.grid.finetune_fractions:
+                            plan.stages.append(_finetune_stage(grid, FinetunePoint(
+                                baseline, None, seed, None, s, subsets[(seed, s)], spec.at({**pre, **ft}),
+                                {**pre, **ft})))
     _warn_unresampled(spec, train_sets)
     refresh_statuses(plan, store)
     return plan
 
 
-def _pretrain_stage(grid: _Grid, plan: Plan, mix: pa.Table, seed: int, fraction: float) -> str:
-    spec, store = grid.spec, grid.store
+def _pretrain_stage(grid: _Grid, plan: Plan, mix: pa.Table, seed: int, fraction: float, spec, axes: dict) -> str:
+    """`spec`: the spec at this point's pre-training axis values (`axes`)."""
+    store = grid.store
     ids = list(zip(mix.column("split").to_pylist(), mix.column("image_id").to_pylist()))
     key = "pt-" + content_key({"kind": "pretrain", "images": _digest(ids), "data": grid.data_tag,
                                "preset": spec.preset, "recipe": spec.pretrain.model_dump(mode="json"), "seed": seed,
@@ -282,8 +295,9 @@ def _pretrain_stage(grid: _Grid, plan: Plan, mix: pa.Table, seed: int, fraction:
                         val_images=grid.paths.coco_val_images or grid.paths.coco_images, cache=store.root / "cache",
                         pack_size=spec.mixture.pack_size)
     stage = Stage(key, "pretrain", "mae", seed, fraction, None, None, spec.preset, spec.pretrain.epochs,
-                  n_images=sum(1 for s, _ in ids if s == "train"), eval_images=sum(1 for s, _ in ids if s == "val"))
-    plan.stages.append(grid.finish(stage, PretrainJob, data))
+                  n_images=sum(1 for s, _ in ids if s == "train"), eval_images=sum(1 for s, _ in ids if s == "val"),
+                  axes=axes)
+    plan.stages.append(grid.finish(stage, PretrainJob, data, spec))
     return key
 
 
@@ -293,7 +307,7 @@ def finetune_recipe(spec, method: str):
 
 
 def _finetune_stage(grid: _Grid, point: FinetunePoint) -> Stage:
-    spec, store = grid.spec, grid.store
+    spec, store = point.spec, grid.store
     recipe = finetune_recipe(spec, point.method)
     head = "probe" if point.method in PROBE_METHODS else spec.head
     key = "ft-" + content_key({"kind": "finetune", "parent": point.parent or METHODS[point.method].model,
@@ -306,13 +320,13 @@ def _finetune_stage(grid: _Grid, point: FinetunePoint) -> Stage:
     pretrained = point.parent is not None
     stage = Stage(key, "finetune", point.method, point.seed, point.animal_fraction, point.finetune_fraction,
                   point.parent, spec.preset, recipe.epochs, n_images=len(point.names), schedule=recipe.schedule,
-                  eval_images=grid.n_val)
+                  eval_images=grid.n_val, axes=point.axes)
     if recipe.schedule == "fixed_steps":  # every size trains one full-size epoch's steps per epoch
         stage.epoch_images = max(1, grid.n_full // recipe.batch_size) * recipe.batch_size
     extra = {"model": METHODS[point.method].model, "head": head}
     if pretrained:
         extra["init_checkpoint"] = store.checkpoint(point.parent)
-    return grid.finish(stage, FinetuneJob, data, **extra)
+    return grid.finish(stage, FinetuneJob, data, spec, **extra)
 
 
 def refresh_statuses(plan: Plan, store: Store) -> Plan:
@@ -345,13 +359,13 @@ def plan_record_path(store: Store, digest: str) -> Path:
     return store.root / "plans" / f"{digest}.json"
 
 
-def recorded_keys(spec, store: Store) -> list[str] | None:
-    """The stage keys `mixsweep run` recorded for this spec (same grid, data roots, recipes, code version), or
-    None if it never ran on this store."""
+def recorded_rows(spec, store: Store) -> list[dict] | None:
+    """The stage rows (key, grid and recipe axis values) `mixsweep run` recorded for this spec (same grid, data
+    roots, recipes, code version), or None if it never ran on this store."""
     path = plan_record_path(store, spec_digest(spec))
     if not path.is_file():
         return None
-    return [row["key"] for row in json.loads(path.read_text())["stages"]]
+    return json.loads(path.read_text())["stages"]
 
 
 def grid_mixture(spec, index: pa.Table, val_index: pa.Table | None, fraction: float, seed: int) -> pa.Table:

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from mixsweep.errors import MixsweepError
-from mixsweep.sweep.plan import build_plan, recorded_keys
+from mixsweep.sweep.plan import build_plan, recorded_rows
 from mixsweep.sweep.store import Store
 
 
@@ -24,17 +24,32 @@ def missing_data_roots(spec) -> list[str]:
     return [f"data.{k}: {getattr(d, k)}" for k in keys if getattr(d, k) is not None and not getattr(d, k).exists()]
 
 
-def spec_keys(spec, store: Store) -> list[str]:
-    """The spec's stage keys: as `mixsweep run` recorded them in the store (no data needed), else planned from
-    the data roots."""
-    keys = recorded_keys(spec, store)
-    if keys is not None:
-        return keys
+def spec_rows(spec, store: Store) -> list[dict]:
+    """The spec's stages (key, grid values, recipe axis values): as `mixsweep run` recorded them in the store (no
+    data needed), else planned from the data roots."""
+    rows = recorded_rows(spec, store)
+    if rows is not None:
+        return rows
     missing = missing_data_roots(spec)
     if missing:
         raise MixsweepError(f"{spec.name}: {missing[0]} does not exist, and {store.root} has no record of this "
                             "spec's stages (`mixsweep run` writes it; the grid, data roots and recipes must match)")
-    return [s.key for s in build_plan(spec, store).stages]
+    return [s.row() for s in build_plan(spec, store).stages]
+
+
+def spec_keys(spec, store: Store) -> list[str]:
+    return [r["key"] for r in spec_rows(spec, store)]
+
+
+def with_axis_columns(frame, rows: list[dict], axes: list[str]):
+    """`frame` with one column per recipe axis of this spec, from the spec's own stage rows: a stage another
+    spec ran first carries that spec's axes in its result, not necessarily these. None where an axis does not
+    shape a stage (a baseline has no pretrain.* value)."""
+    frame = frame.drop(columns=[c for c in frame.columns if "." in c])
+    values = {r["key"]: r for r in rows}
+    for name in axes:
+        frame[name] = [values.get(k, {}).get(name) for k in frame["key"]] if len(frame) else []
+    return frame
 
 
 def spec_results(spec):
@@ -46,8 +61,9 @@ def spec_results(spec):
                             "a copy of the store)")
     if store.mirror and store.writable():  # a read-only store reports what it holds
         store.pull()
-    keys = spec_keys(spec, store)
-    frame = store.results_frame(keys)
+    rows = spec_rows(spec, store)
+    keys = [r["key"] for r in rows]
+    frame = with_axis_columns(store.results_frame(keys), rows, [a.name for a in spec.recipe_axes])
     histories = {k: store.history(k) for k in keys if store.is_done(k)}
     if frame.empty:
         raise MixsweepError(f"{spec.name}: no finished stage in {store.root} yet (run `mixsweep run` first)")
@@ -83,27 +99,41 @@ def make_report(spec, console: Console | None = None, out: Path | str | None = N
     sentence to the terminal.
     """
     from mixsweep import tracking
-    from mixsweep.report.analyze import report_curves
-    from mixsweep.report.effect import effect, effect_sentence
-    from mixsweep.report.build import write_report
-
-    from mixsweep.report.build import made_with
+    from mixsweep.report.build import made_with, write_report
+    from mixsweep.report.facets import facet_curves
 
     results, histories, store, _ = spec_results(spec)
     console = console or Console()
     out = report_folder(spec, store, out, console)
-    design = spec.effect.design() if getattr(spec, "effect", None) is not None else None
-    paths = write_report(results, histories, out, title=f"mixsweep report: {spec.name}", design=design)
-    entries = effect(results, design)
-    sentence = effect_sentence(entries)
+    axes = [a.name for a in spec.recipe_axes]
+    paths = write_report(results, histories, out, title=f"mixsweep report: {spec.name}", design=spec.effect.design(),
+                         axes=axes)
+    entries = spec_effect(spec, results)
+    sentence = effect_sentence_of(entries)
     console.print(sentence, markup=False, highlight=False, soft_wrap=True)
     for line in made_with(results):
         console.print(f"made with: {line}", markup=False, highlight=False, soft_wrap=True)
     tracker = tracking.Tracker.of(spec.wandb, root=store.root if out.is_relative_to(store.root) else out)
     tracking.log_report(tracker, group=spec.name, table=results,
                         plots=[p for p in paths.values() if Path(p).suffix == ".png"],
-                        effects=entries, sentence=sentence, curves=report_curves(results))
+                        effects=entries, sentence=sentence, curves=facet_curves(results, axes))
     return paths
+
+
+def spec_effect(spec, results=None) -> list[dict]:
+    """The spec's declared effect test with its secondary and transfer tests (effect.json's entries): once per
+    recipe axis value, Holm-adjusted across values, when the spec has axes."""
+    from mixsweep.report.facets import effect_by_axes
+
+    results = spec_results(spec)[0] if results is None else results
+    return effect_by_axes(results, spec.effect.design(), [a.name for a in spec.recipe_axes])
+
+
+def effect_sentence_of(entries: list[dict]) -> str:
+    from mixsweep.report.effect import effect_sentence
+    from mixsweep.report.facets import family_sentence
+
+    return family_sentence(entries) if any("axes" in e for e in entries) else effect_sentence(entries)
 
 
 def suggest_snippet(spec, k: int = 3) -> str:

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mixsweep import axes as recipe_axes
 from mixsweep.methods import FRACTION_METHODS, PROBE_METHODS
 from mixsweep.train.config import FinetuneJob, PretrainJob
 # What a finished stage must have finite: a NaN or an infinity there means its weights went non-finite.
@@ -38,6 +39,8 @@ class Stage:
     schedule: str = ""  # a fine-tune's recipe.schedule: what one of its "epochs" means
     status: str = "pending"  # done | failed | diverged | pending
     error: str = ""
+    # The values of the spec's recipe axes that shape this stage ({"pretrain.epochs": 75}); a column each.
+    axes: dict = field(default_factory=dict)
 
     @property
     def job_type(self) -> str:
@@ -51,7 +54,8 @@ class Stage:
         return {"key": self.key, "kind": self.kind, "method": self.method, "parent_key": self.parent or "",
                 "animal_fraction": nan if self.animal_fraction is None else self.animal_fraction,
                 "finetune_fraction": nan if self.finetune_fraction is None else self.finetune_fraction,
-                "seed": self.seed, "preset": self.preset, "epochs": self.epochs, "finetune_schedule": self.schedule}
+                "seed": self.seed, "preset": self.preset, "epochs": self.epochs, "finetune_schedule": self.schedule,
+                **self.axes}
 
     def job_with_pack(self, pack: Path) -> PretrainJob | FinetuneJob:
         """The job pointed at the grid's pre-training pack, which the driver built (a copy: the stage's job and
@@ -61,14 +65,19 @@ class Stage:
         return self.job.model_copy(update={"data": self.job.data.model_copy(update={"pack": Path(pack)})})
 
     @property
+    def _axes_suffix(self) -> str:
+        return f" {recipe_axes.describe(self.axes)}" if self.axes else ""
+
+    @property
     def run_name(self) -> str:
-        """The W&B run name: `pre f0.50 s0`, `ft f0.50 n0.25 s0`, `base resnet18 n1.00 s0`."""
+        """The W&B run name: `pre f0.50 s0`, `ft f0.50 n0.25 s0`, `base resnet18 n1.00 s0`, then any recipe axes'
+        values (`pretrain.epochs=75`)."""
         if self.kind == "pretrain":
-            return f"pre f{self.animal_fraction:.2f} s{self.seed}"
+            return f"pre f{self.animal_fraction:.2f} s{self.seed}" + self._axes_suffix
         if self.method in FRACTION_METHODS:
             what = "ft" if self.method == "mae" else "probe"
-            return f"{what} f{self.animal_fraction:.2f} n{self.finetune_fraction:.2f} s{self.seed}"
-        return f"base {self.method} n{self.finetune_fraction:.2f} s{self.seed}"
+            return f"{what} f{self.animal_fraction:.2f} n{self.finetune_fraction:.2f} s{self.seed}" + self._axes_suffix
+        return f"base {self.method} n{self.finetune_fraction:.2f} s{self.seed}" + self._axes_suffix
 
     @property
     def tags(self) -> list[str]:
@@ -78,16 +87,16 @@ class Stage:
             tags.append(f"f{self.animal_fraction:.2f}")
         if self.finetune_fraction is not None:
             tags.append(f"n{self.finetune_fraction:.2f}")
-        return tags
+        return tags + recipe_axes.describe(self.axes).split()
 
     @property
     def label(self) -> str:
         """The stage on the terminal: `pretrain F=0.50 seed 0`, `finetune F=0.50 s=0.25 seed 0`."""
         if self.kind == "pretrain":
-            return f"pretrain F={self.animal_fraction:.2f} seed {self.seed}"
+            return f"pretrain F={self.animal_fraction:.2f} seed {self.seed}" + self._axes_suffix
         what = f"F={self.animal_fraction:.2f}" if self.method in FRACTION_METHODS else self.method
         verb = "probe" if self.method == "probe" else "finetune"
-        return f"{verb} {what} s={self.finetune_fraction:.2f} seed {self.seed}"
+        return f"{verb} {what} s={self.finetune_fraction:.2f} seed {self.seed}" + self._axes_suffix
 
     def wandb_inputs(self, mixture: Path) -> dict:
         """The W&B artifacts a stage reads: a pre-training its mixture's image list (a dataset artifact by
