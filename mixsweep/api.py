@@ -66,11 +66,11 @@ class Sweep:
 
     def effect(self) -> list[dict]:
         """The spec's declared effect test (role primary), the secondary tests with Holm-adjusted p-values and
-        the transfer comparison, as effect.json holds them."""
-        from mixsweep.report.effect import effect
+        the transfer comparison, as effect.json holds them; with recipe axes, once per axis value (each entry's
+        `axes`), Holm-adjusted across values."""
+        from mixsweep.sweep.results import spec_effect
 
-        design = self.spec.effect.design() if self.spec.effect is not None else None
-        return effect(self.results(), design)
+        return spec_effect(self.spec, self.results())
 
     def report(self, out: Path | str | None = None) -> dict[str, Path]:
         """Write the report (default <storage>/reports/<name>/) and log it to W&B; file name -> path."""

@@ -212,6 +212,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_plan(args: argparse.Namespace) -> None:
     import json
 
+    from mixsweep import axes as recipe_axes
     from mixsweep.spec import load_spec
     from mixsweep.sweep.cost import estimate, fmt_bytes, fmt_seconds
     from mixsweep.sweep.plan import build_plan, plan_rows
@@ -229,19 +230,23 @@ def cmd_plan(args: argparse.Namespace) -> None:
               "gpu_hours_total": every.total_s / 3600, "checkpoint_bytes_pending": todo.checkpoint_bytes,
               "checkpoint_bytes_total": every.checkpoint_bytes, "cost_sources": costs.sources}
     if args.format == "json":
-        print(json.dumps({"spec": spec.name, "stages": rows, "totals": totals}, indent=1))
+        print(json.dumps({"spec": spec.name, "axes": spec.grid.axes, "stages": rows, "totals": totals}, indent=1))
         return
     t = Table(title=f"{spec.name}: stage graph ({spec.storage})")
     right = ("F", "ft", "seed", "images", "steps", "fixed", "ckpt", "GPU-h")
-    for col in ("kind", "method", "F", "ft", "seed", "key", "parent", "status") + right[3:]:
+    axes = spec.recipe_axes
+    for col in ("kind", "method", "F", "ft", "seed") + (("axes",) if axes else ()) + ("key", "parent", "status") + right[3:]:
         t.add_column(col, justify="right" if col in right else "left")
-    for r in rows:
+    for r, s in zip(rows, plan.stages):
         fixed = r["startup_s"] + r["compile_s"] + r["eval_s"] + r["checkpoint_s"]
         t.add_row(r["job_type"], r["method"], "-" if r["animal_fraction"] is None else f"{r['animal_fraction']:g}",
-                  "-" if r["finetune_fraction"] is None else f"{r['finetune_fraction']:g}", str(r["seed"]), r["key"],
+                  "-" if r["finetune_fraction"] is None else f"{r['finetune_fraction']:g}", str(r["seed"]),
+                  *((recipe_axes.describe(s.axes) or "-",) if axes else ()), r["key"],
                   r["parent_key"] or "-", r["status"], str(r["n_images"]), fmt_seconds(r["step_s"]),
                   fmt_seconds(fixed), fmt_bytes(r["checkpoint_bytes"]), f"{r['gpu_hours']:.3g}")
     console.print(t)
+    for line in recipe_axes.multiplies(axes, plan.stages):
+        console.print(f"axis {line}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"{totals['stages']} stages: {totals['done']} done, {totals['pending']} pending, "
                   f"{totals['failed']} failed, {totals['diverged']} diverged; estimated "
                   f"{totals['gpu_hours_pending']:.3g} of {totals['gpu_hours_total']:.3g} GPU-hours still to run")
@@ -300,8 +305,9 @@ def cmd_results(args: argparse.Namespace) -> None:
     if args.format == "csv":
         print(frame.to_csv(index=False), end="")
         return
-    cols = [c for c in ("kind", "method", "animal_fraction", "finetune_fraction", "seed", "status", "val_loss",
-                        "test_iou_binary", "test_miou", "device", "key") if c in frame]
+    axes = [c for c in frame.columns if "." in c]  # recipe axes: pretrain.epochs, ...
+    cols = [c for c in ("kind", "method", "animal_fraction", "finetune_fraction", "seed", *axes, "status",
+                        "val_loss", "test_iou_binary", "test_miou", "device", "key") if c in frame]
     t = Table(title=f"results ({len(frame)} stages, {pending} not finished)")
     for c in cols:
         t.add_column(c, justify="left" if c in ("kind", "method", "status", "device", "key") else "right")

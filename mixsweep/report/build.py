@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mixsweep.report import analyze, effect, plots
+from mixsweep.report import analyze, effect, facets, plots
 from mixsweep.files import write_text_atomic
 from mixsweep.tables import write_table
 
@@ -72,8 +73,8 @@ def _grid_section(df: pd.DataFrame) -> list[str]:
     ]
 
 
-def _keys_table(df: pd.DataFrame) -> pd.DataFrame:
-    cols = ["key", "kind", "method", "animal_fraction", "finetune_fraction", "seed", "status", "epochs",
+def _keys_table(df: pd.DataFrame, axes=()) -> pd.DataFrame:
+    cols = ["key", "kind", "method", "animal_fraction", "finetune_fraction", "seed", *axes, "status", "epochs",
             "wall_seconds", *_KEY_METRICS, "error"]
     out = df.sort_values(["kind", "method", "finetune_fraction", "animal_fraction", "seed"],
                          ascending=[False, True, True, True, True], na_position="first")[cols].copy()
@@ -196,13 +197,17 @@ def made_with(results: pd.DataFrame) -> list[str]:
 
 
 def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_dir: Path | str,
-                 title: str, design: effect.EffectDesign | None = None) -> dict[str, Path]:
+                 title: str, design: effect.EffectDesign | None = None, axes=(), note: str = "") -> dict[str, Path]:
     """Write results.parquet, results.md, effect.json and the plots under `out_dir`; returns file name -> path.
 
     results.md opens with one sentence saying whether the animal fraction's effect on test IoU (binary) is
     there (effect.effect_sentence); effect.json holds the numbers behind it. A plot with nothing to draw (say,
-    no fine-tunes yet) is left out and results.md says why.
+    no fine-tunes yet) is left out and results.md says why. With recipe `axes` (result columns such as
+    "pretrain.epochs"), the report is per axis value: see write_axes_report.
     """
+    axes = [a for a in axes if a in results.columns]
+    if axes:
+        return write_axes_report(results, histories, out_dir, title, design, axes)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -222,7 +227,7 @@ def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_di
             target.unlink(missing_ok=True)      # never leave a stale plot from an earlier report
             plot_lines.append(f"- {name}: skipped ({e})")
 
-    md = [f"# {title}", "", effect.effect_sentence(entries), ""]
+    md = [f"# {title}", "", effect.effect_sentence(entries), ""] + ([note, ""] if note else [])
     md += _grid_section(df)
 
     table = analyze.paper_table(results)
@@ -255,5 +260,55 @@ def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_di
 
     md += ["## Made with", "", *[f"- {line}" for line in made_with(results) or ["no finished stage"]], ""]
     md += ["## Stages", "", markdown_table(_keys_table(df)) if not df.empty else "No stages.", ""]
+    paths["results.md"] = write_text_atomic(out_dir / "results.md", "\n".join(md))
+    return paths
+
+
+def write_axes_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_dir: Path | str, title: str,
+                      design: effect.EffectDesign | None, axes: list[str]) -> dict[str, Path]:
+    """The report of a sweep with recipe axes: at the top, the declared test once per value of the axes that
+    shape it (one Holm-adjusted family: facets.effect_by_axes), by_axis.png (the endpoint and the degradation
+    curve, one line per value) and the stages with their axis columns; under facets/<values>/, a whole report
+    (tables, fits, plots) of each combination of axis values."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    paths["results.parquet"] = write_table(pa.Table.from_pandas(results, preserve_index=False),
+                                           out_dir / "results.parquet")
+    entries = facets.effect_by_axes(results, design, axes)
+    paths["effect.json"] = write_effect(entries, out_dir / "effect.json")
+    df = analyze.clean(results)
+    md = [f"# {title}", "", facets.family_sentence(entries), ""]
+    md += _grid_section(df)
+    md += ["## Recipe axes", ""]
+    md += [f"- {a}: {', '.join(facets.describe({a: v}).split('=', 1)[1] for v in facets.axis_values(results, a))}"
+           for a in axes]
+    md += ["", "The declared test runs once per value of the axes that shape its stages; those tests are one family, "
+           "judged on Holm-adjusted p-values, as are the secondary and the transfer tests across values.", ""]
+    table = facets.axes_table(entries)
+    md += [markdown_table(table) if not table.empty else "No finished stage of the declared method yet.", ""]
+    try:
+        paths["by_axis.png"] = plots.plot_by_axis(results, axes, out_dir / "by_axis.png", design)
+        md += ["![by_axis.png](by_axis.png)", ""]
+    except plots.NothingToPlot as e:
+        (out_dir / "by_axis.png").unlink(missing_ok=True)
+        md += [f"- by_axis.png: skipped ({e})", ""]
+    md += ["## Per axis value", "", "Each value's whole report (tables, fits, every plot; its own tests are not "
+           "adjusted for the other values):", ""]
+    root = out_dir / "facets"
+    if root.is_dir():  # values dropped from the spec leave no stale report behind
+        shutil.rmtree(root)
+    for values, rows in facets.facets(results, axes):
+        name = facets.slug(values)
+        keys = set(rows["key"])
+        sub = write_report(rows, {k: h for k, h in histories.items() if k in keys}, root / name,
+                           title=f"{title}: {facets.describe(values)}", design=design,
+                           note=f"One value of the recipe axes ({facets.describe(values)}): its tests are not adjusted "
+                                "for the other values; the verdict across them is in ../../results.md.")
+        paths[f"facets/{name}/results.md"] = sub["results.md"]
+        md.append(f"- [{facets.describe(values)}](facets/{name}/results.md): {len(rows)} stages")
+    md += ["", "## Made with", "", *[f"- {line}" for line in made_with(results) or ["no finished stage"]], ""]
+    md += ["## Stages", "", markdown_table(_keys_table(df.assign(**{a: results[a].map(_cell) for a in axes}), axes))
+           if not df.empty else "No stages.", ""]
     paths["results.md"] = write_text_atomic(out_dir / "results.md", "\n".join(md))
     return paths

@@ -134,7 +134,7 @@ def effect(results: pd.DataFrame, design: EffectDesign | None = None, ci: float 
     secondary = [e for e in out if e["role"] == "secondary"]
     for e, adjusted in zip(secondary, holm([e["p"] for e in secondary])):
         e["p_holm"] = adjusted
-        _judge(e, adjusted, design.alpha)
+        judge(e, adjusted, design.alpha)
     transfer = _transfer(finished, design, primary_ft, ci)
     out.sort(key=lambda e: e["role"] != "primary")
     return out + ([transfer] if transfer else [])
@@ -144,7 +144,7 @@ def _same(a, b) -> bool:
     return a is not None and b is not None and abs(float(a) - float(b)) < 1e-9
 
 
-def _judge(entry: dict, p: float, alpha: float) -> None:
+def judge(entry: dict, p: float, alpha: float) -> None:
     detected = bool(p == p and p < alpha)
     sign = np.sign(entry["diff"]) * (1 if higher_is_better(entry["metric"]) else -1)
     entry["effect"] = "detected" if detected else "not detected"
@@ -184,7 +184,7 @@ def _fraction_test(finished: pd.DataFrame, metric: str, ft: float, design: Effec
                   "n_seeds_slope": int(np.isfinite(slopes).sum()),
                   "mean_low": float(low[paired].mean()) if paired.any() else math.nan,
                   "mean_high": float(high[paired].mean()) if paired.any() else math.nan})
-    _judge(entry, test["p"], design.alpha)
+    judge(entry, test["p"], design.alpha)
     return entry
 
 
@@ -234,7 +234,7 @@ def diverged_points(results: pd.DataFrame, metric: str = "test_iou_binary",
     return out
 
 
-def _num(v) -> float:
+def num(v) -> float:
     return float("nan") if v is None else float(v)
 
 
@@ -247,31 +247,31 @@ def _diverged_clause(e: dict) -> str:
     points = e.get("diverged") or []
     if not points:
         return ""
-    shown = ", ".join(f"F={_num(a):g} seed {int(seed)}" for a, seed in points[:6])
+    shown = ", ".join(f"F={num(a):g} seed {int(seed)}" for a, seed in points[:6])
     more = f" and {len(points) - 6} more" if len(points) > 6 else ""
     return (f" ({len(points)} run{'s' if len(points) != 1 else ''} diverged and "
             f"{'are' if len(points) != 1 else 'is'} left out: {shown}{more})")
 
 
-def _effect_clause(e: dict) -> str:
+def effect_clause(e: dict) -> str:
     return _effect_numbers(e) + _diverged_clause(e)
 
 
 def _p_text(e: dict) -> str:
-    p = _num(e.get("p"))
+    p = num(e.get("p"))
     text = f"{'one-sided ' if e.get('declared') in ('increase', 'decrease') else ''}p = {p:.2g}"
-    return text + (f", Holm {_num(e['p_holm']):.2g}" if "p_holm" in e else "")
+    return text + (f", Holm {num(e['p_holm']):.2g}" if "p_holm" in e else "")
 
 
 def _effect_numbers(e: dict) -> str:
-    lo, hi = (_num(f) for f in e["fractions"])
-    where = f"{e['effect']} at fine-tune size {_num(e['finetune_fraction']):g}"
+    lo, hi = (num(f) for f in e["fractions"])
+    where = f"{e['effect']} at fine-tune size {num(e['finetune_fraction']):g}"
     if e.get("n_fractions", 2) == 0:
         return f"{where}: no finished run"
-    if e.get("n_fractions", 2) < 2 or lo == hi or not np.isfinite(_num(e["diff"])):
+    if e.get("n_fractions", 2) < 2 or lo == hi or not np.isfinite(num(e["diff"])):
         return f"{where}: no pair of runs at F={lo:g} and F={hi:g}, nothing to compare"
     seeds = f"{e['n_seeds']} seed{'s' if e['n_seeds'] != 1 else ''}"
-    diff, (dl, dh) = _num(e["diff"]), (_num(c) for c in e["ci"])
+    diff, (dl, dh) = num(e["diff"]), (num(c) for c in e["ci"])
     level = f"{round(100 * e.get('ci_level', 0.95)):g}%"
     text = f"{where}: F={hi:g} minus F={lo:g} = {_signed(diff)}"
     if not np.isfinite(dl):
@@ -282,18 +282,18 @@ def _effect_numbers(e: dict) -> str:
     declared = e.get("declared", "two-sided")
     if (declared == "increase" and diff < 0) or (declared == "decrease" and diff > 0):
         return f"{text}; it goes against the declared {declared}"
-    return f"{text}; p is not below alpha {_num(e.get('alpha', 0.05)):g}"
+    return f"{text}; p is not below alpha {num(e.get('alpha', 0.05)):g}"
 
 
 def transfer_sentence(e: dict) -> str:
     level = f"{round(100 * e.get('ci_level', 0.95)):g}%"
-    (dl, dh) = (_num(c) for c in e["ci"])
-    what = (f"Transfer at fine-tune size {_num(e['finetune_fraction']):g}: pre-trained (F={_num(e['fraction']):g}) "
-            f"minus {e['compared']} = {_signed(_num(e['diff']))}")
+    (dl, dh) = (num(c) for c in e["ci"])
+    what = (f"Transfer at fine-tune size {num(e['finetune_fraction']):g}: pre-trained (F={num(e['fraction']):g}) "
+            f"minus {e['compared']} = {_signed(num(e['diff']))}")
     if not np.isfinite(dl):
         return f"{what} (no test with {e['n_seeds']} paired seed(s))."
     verdict = e["direction"] if e.get("direction") else "no difference detected"
-    return f"{what} ({level} CI {_signed(dl)} to {_signed(dh)}, p = {_num(e['p']):.2g}, {e['n_seeds']} seeds): {verdict}."
+    return f"{what} ({level} CI {_signed(dl)} to {_signed(dh)}, p = {num(e['p']):.2g}, {e['n_seeds']} seeds): {verdict}."
 
 
 def effect_sentence(entries: list[dict], metric: str = "test_iou_binary", secondary: bool = True,
@@ -311,13 +311,13 @@ def effect_sentence(entries: list[dict], metric: str = "test_iou_binary", second
     e = primary[0]
     declared = e.get("declared", "two-sided")
     design = f"{role}, {'declared ' + declared if declared != 'two-sided' else 'two-sided'}, " \
-             f"alpha {_num(e.get('alpha', 0.05)):g}"
-    text = f"{head} ({design}): {_effect_clause(e)}."
+             f"alpha {num(e.get('alpha', 0.05)):g}"
+    text = f"{head} ({design}): {effect_clause(e)}."
     if not secondary:
         return text
-    others = [x for x in entries if x.get("role") == "secondary" and np.isfinite(_num(x.get("p_holm")))]
+    others = [x for x in entries if x.get("role") == "secondary" and np.isfinite(num(x.get("p_holm")))]
     if others:
-        hits = [f"{METRICS.get(x['metric'], x['metric'])} at {_num(x['finetune_fraction']):g}" for x in others
+        hits = [f"{METRICS.get(x['metric'], x['metric'])} at {num(x['finetune_fraction']):g}" for x in others
                 if x["effect"] == "detected"]
         text += (f" Secondary tests (two-sided, Holm-adjusted): {len(hits)} of {len(others)} detected"
                  + (f" ({', '.join(hits)})." if hits else "."))

@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 
 from mixsweep.methods import FRACTION_METHODS, METHODS, PROBE_METHODS, label
 from mixsweep.report.analyze import METRICS, aggregate, clean, finetunes, fits, seed_matrix, t_intervals
+from mixsweep.report import facets
 from mixsweep.report.effect import EffectDesign, effect, effect_sentence
 
 DPI = 110
@@ -197,4 +198,51 @@ def plot_pretrain_loss(results: pd.DataFrame, histories: dict[str, list[dict]], 
         right.legend(fontsize=7)
     else:
         right.text(0.5, 0.5, "no histories", ha="center", va="center", transform=right.transAxes)
+    return _save(fig, path)
+
+
+def plot_by_axis(results: pd.DataFrame, axes, path: str | Path, design: EffectDesign | None = None) -> Path:
+    """The declared endpoint against animal fraction, one line (mean, 95% t-band over seeds) per value of the
+    axes that shape it; beside it the end-to-end fine-tunes' test IoU (the paper's degradation curve) per value
+    of the axes that shape them, at the largest fine-tune size."""
+    design = design or EffectDesign()
+    panels = [(design.method, design.metric, design.finetune_fraction)]
+    if (design.method, design.metric) != ("mae", "test_iou_binary"):
+        panels.append(("mae", "test_iou_binary", None))
+    drawn = []
+    for method, metric, ft in panels:
+        lines = []
+        for values, rows in facets.facets(results, facets.shaping(results, axes, method)):
+            agg = aggregate(rows, metric)
+            agg = agg[agg["method"] == method] if not agg.empty else agg
+            if agg.empty:
+                continue
+            at = ft if ft is not None else float(agg["finetune_fraction"].max())
+            agg = agg[np.isclose(agg["finetune_fraction"], at)].sort_values("animal_fraction")
+            if not agg.empty:
+                lines.append((facets.describe(values), agg, at))
+        if lines:
+            drawn.append((method, metric, lines))
+    if not drawn:
+        raise NothingToPlot("no finished fine-tunes or probes at any recipe axis value")
+    sentence = textwrap.fill(facets.family_sentence(facets.effect_by_axes(results, design, axes)), width=70 * len(drawn))
+    fig, ax_row = _figure(len(drawn), width=6.0, height=4.6 + 0.12 * sentence.count("\n"))
+    cmap = colormaps["tab10"]
+    for ax, (method, metric, lines) in zip(ax_row, drawn):
+        for i, (name, agg, at) in enumerate(lines):
+            color = cmap(i % 10)
+            ax.plot(agg["animal_fraction"], agg["mean"], "o-", color=color,
+                    label=f"{name} (n={int(agg['n_seeds'].max())})")
+            band = agg.dropna(subset=["ci_low", "ci_high"])
+            if not band.empty:
+                ax.fill_between(band["animal_fraction"], band["ci_low"], band["ci_high"], color=color, alpha=0.15,
+                                linewidth=0)
+        kind = "frozen-encoder probe" if method == "probe" else "end-to-end fine-tune"
+        declared = "declared endpoint" if (method, metric) == (design.method, design.metric) else "not the declared endpoint"
+        ax.set_title(f"{kind}, test {_label(metric)} at fine-tune size {lines[0][2]:g} ({declared})", fontsize=8)
+        ax.set_xlabel("animal fraction of pre-training data F")
+        ax.set_ylabel(f"test {_label(metric)}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(sentence, fontsize=6.5)
     return _save(fig, path)
