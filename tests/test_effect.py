@@ -240,7 +240,9 @@ def test_make_report_prints_the_effect_sentence(tmp_path, monkeypatch):
     store = Store(tmp_path)
     monkeypatch.setattr(sweep_results, "spec_results", lambda spec: (results, {}, store, None))
     # The real tracker, W&B switched off: the report must not depend on W&B to be written.
-    spec = SimpleNamespace(name="demo", wandb=WandbSettings(mode="disabled"), effect=None)
+    from mixsweep.spec import EffectSettings
+
+    spec = SimpleNamespace(name="demo", wandb=WandbSettings(mode="disabled"), effect=EffectSettings(), recipe_axes=())
     console = Console(record=True, width=400)
     paths = sweep_results.make_report(spec, console=console)
     assert paths["effect.json"] == tmp_path / "reports" / "demo" / "effect.json"
@@ -261,7 +263,7 @@ def test_make_report_prints_the_sentence_and_returns_effect_json(tmp_path, monke
     monkeypatch.setattr(sweep_results, "spec_results", lambda spec: (results, {}, store, None))
     # The real tracker, W&B switched off: the report must not depend on W&B to be written.
     spec = SimpleNamespace(name="demo", wandb=WandbSettings(mode="disabled"),
-                           effect=EffectSettings(direction="decrease"))
+                           effect=EffectSettings(direction="decrease"), recipe_axes=())
     console = Console(record=True, width=400)
     paths = sweep_results.make_report(spec, console=console)
     assert paths["effect.json"] == tmp_path / "reports" / "demo" / "effect.json"

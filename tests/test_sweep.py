@@ -598,3 +598,52 @@ def test_the_readmes_python_example_runs_as_written(swept):
     assert set(scope["plan"]["status"]) == {"done"} and len(scope["plan"]) == len(plan.stages)
     assert len(scope["results"]) == len(plan.stages) and scope["verdict"] in ("detected", "not detected")
     assert scope["paths"]["results.md"].is_file() and scope["plan"]["gpu_hours"].gt(0).all()
+
+
+def test_recipe_axes_run_extend_and_report_per_value(swept):
+    """A pre-training axis, then a fine-tune axis, on the swept store: each extension runs exactly its new
+    stages (the section's own values are the stages that ran), and the report is per axis value."""
+    from mixsweep import tracking
+    from mixsweep.cli import main
+    from mixsweep.sweep.run import run_sweep
+
+    root, _, _ = swept
+    store = Store(root / "store")
+    path = write_spec(root / "axes.yaml", root / "store", finetune=(1.0,))
+    data = yaml.safe_load(path.read_text())
+    data["grid"]["pretrain.epochs"] = [2, 3]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))  # facets follow the spec's order
+    before = result_times(store)
+    plan = run_sweep(load_spec(path), str(path))
+    after = result_times(store)
+    assert {k: after[k] for k in before} == before, "a finished stage ran again"
+    new = {plan.by_key()[k].kind for k in set(after) - set(before)}, len(set(after) - set(before))
+    assert new == ({"pretrain", "finetune"}, 4)  # 2 pre-trainings of 3 epochs, each fine-tuned once
+    data["grid"]["finetune.blr"] = [1e-2, 2e-2]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))  # facets follow the spec's order
+    plan = run_sweep(load_spec(path), str(path))
+    added = set(result_times(store)) - set(after)
+    assert plan.counts()["done"] == 12 and len(added) == 4
+    assert {(plan.by_key()[k].kind, plan.by_key()[k].axes["finetune.blr"]) for k in added} == {("finetune", 2e-2)}
+    # W&B: the axis values are config entries and tags of each new run.
+    for key in added:
+        (folder,) = tracking.run_folders(store.root, tracking.run_id(key))
+        run = tracking.read_offline_run(folder)
+        assert run["config"]["finetune.blr"] == 2e-2 and "finetune.blr=0.02" in run["tags"]
+        assert f"pretrain.epochs={plan.by_key()[key].axes['pretrain.epochs']}" in run["tags"]
+    assert main(["report", str(path)]) == 0
+    out = store.root / "reports" / "t"
+    import pandas as pd
+
+    table = pd.read_parquet(out / "results.parquet")
+    assert set(table["key"]) == {s.key for s in plan.stages}
+    ft = table[table["kind"] == "finetune"]
+    assert set(zip(ft["pretrain.epochs"], ft["finetune.blr"])) == {(2, 1e-2), (2, 2e-2), (3, 1e-2), (3, 2e-2)}
+    assert table.loc[table["kind"] == "pretrain", "finetune.blr"].isna().all()  # a fine-tune axis: no pretrain value
+    primary = [e for e in json.loads((out / "effect.json").read_text()) if e["role"] == "primary"]
+    assert sorted((e["axes"]["pretrain.epochs"], e["axes"]["finetune.blr"]) for e in primary) == [
+        (2, 1e-2), (2, 2e-2), (3, 1e-2), (3, 2e-2)]
+    assert (out / "by_axis.png").stat().st_size > 1000
+    assert {p.name for p in (out / "facets").iterdir()} == {
+        f"pretrain.epochs={e}_finetune.blr={b}" for e in (2, 3) for b in (0.01, 0.02)}
+    assert all((p / "iou_vs_fraction.png").is_file() for p in (out / "facets").iterdir())
