@@ -107,6 +107,19 @@ def test_axes_multiply_stages_and_keep_the_keys_that_ran(tmp_path):
     assert s.job.tracking.config["finetune.blr"] == 2e-2
 
 
+def test_the_shipped_axes_spec_reuses_degradations_stages(tmp_path):
+    """sweeps/recipe-axes.yaml's comment: at the recipes' own values its stages are degradation.yaml's."""
+    from test_spec import shipped_as_synth
+
+    axes = shipped_as_synth("recipe-axes").model_copy(update={"storage": str(tmp_path)})
+    deg = shipped_as_synth("degradation")
+    deg = deg.model_copy(update={"storage": str(tmp_path), "grid": deg.grid.model_copy(
+        update={"animal_fractions": [0.0, 1.0], "finetune_fractions": [1.0]})})
+    plans = [build_plan(s, Store(tmp_path)) for s in (axes, deg)]
+    assert [len(p.stages) for p in plans] == [84, 18]
+    assert {s.key for s in plans[1].stages} < {s.key for s in plans[0].stages}
+
+
 # --- the report -----------------------------------------------------------------------------------------------
 
 def two_values(slopes=(0.08, 0.0)) -> pd.DataFrame:

@@ -58,7 +58,7 @@ def test_smoke_spec():
     assert not spec.resources.pretrain.use_gpu and spec.checkpoint_every == 1
 
 
-@pytest.mark.parametrize("name", ["paper", "degradation", "finer"])
+@pytest.mark.parametrize("name", ["paper", "degradation", "finer", "recipe-axes"])
 def test_real_data_specs_load(name):
     spec = load_spec(SWEEPS / f"{name}.yaml", check_paths=False)
     assert spec.name == name and spec.preset == "base" and spec.storage == "runs/store"
