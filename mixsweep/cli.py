@@ -1,4 +1,4 @@
-"""`mixsweep`: the command line. Each subcommand is a thin shell over a function in the package.
+"""`mixsweep`: the command line's parser and entry point; what each subcommand does is in mixsweep/commands.py.
 
 Bad input is a `MixsweepError`: printed as one line (`mixsweep: error: ...`), exit status 2.
 """
@@ -10,9 +10,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from rich.table import Table
-
-from mixsweep.console import console, err_console, print_index_summary
+from mixsweep import commands
+from mixsweep.console import err_console
 from mixsweep.errors import MixsweepError
 
 DESCRIPTION = """\
@@ -33,7 +32,8 @@ Training, one job from a YAML config (Ray Train, or --local without Ray):
   mixsweep train pretrain cfg.yaml    MAE pre-training on a mixture
   mixsweep train finetune cfg.yaml    segmentation fine-tuning (MAE, scratch MAE or ResNet-50)
 
-Sweeps, from sweeps/*.yaml (Ray Tune; one pre-training feeds every fine-tune; only new keys run):
+Sweeps, from sweeps/*.yaml (Ray Tune; one pre-training feeds every fine-tune; only new keys run; any
+recipe field can be a grid axis, e.g. `pretrain.epochs: [75, 150]`: sweeps/recipe-axes.yaml):
   mixsweep plan SPEC        stage graph: keys, done / pending, estimated cost and checkpoint bytes (a dry run)
   mixsweep run SPEC         run the pending stages
   mixsweep report SPEC      Table 2, plots with 95% CIs over seeds, W&B report run (from the store alone)
@@ -89,263 +89,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-# --- data coco-index ---------------------------------------------------------------------------------
-
-def cmd_coco_index(args: argparse.Namespace) -> None:
-    from mixsweep.data.coco import build_coco_index
-    from mixsweep.tables import write_table
-
-    table, summary = build_coco_index(args.annotations, args.images, rule=args.rule,
-                                      unlabelled_as_non_animal=args.unlabelled_as_non_animal,
-                                      allow_missing=args.allow_missing)
-    write_table(table, args.out)
-    print_index_summary(summary)
-    console.print(f"wrote {args.out} ({table.num_rows} rows)")
-
-
-# --- data mix ----------------------------------------------------------------------------------------
-
-def cmd_mix(args: argparse.Namespace) -> None:
-    from mixsweep.data.coco import read_index
-    from mixsweep.data.mixture import build_mixture, mixture_summary
-    from mixsweep.tables import write_table
-
-    index = read_index(args.index)
-    val_index = read_index(args.val_index) if args.val_index else None
-    table = build_mixture(index, args.animal_fraction, size=args.size, seed=args.seed,
-                          val_index=val_index, val_size=args.val_size)
-    write_table(table, args.out)
-    t = Table(title=f"mixture: animal fraction {args.animal_fraction:g}, seed {args.seed}")
-    for col in ("split", "animal", "non-animal", "total"):
-        t.add_column(col, justify="right" if col != "split" else "left")
-    for split, c in mixture_summary(table).items():
-        t.add_row(split, str(c["animal"]), str(c["non_animal"]), str(c["total"]))
-    console.print(t)
-    console.print(f"wrote {args.out}")
-
-
-# --- data pets ---------------------------------------------------------------------------------------
-
-def cmd_pets(args: argparse.Namespace) -> None:
-    from mixsweep.data.pets import build_pets_manifest, manifest_summary
-    from mixsweep.tables import write_table
-
-    table = build_pets_manifest(args.root, seed=args.seed, scheme=args.split, allow_missing=args.allow_missing,
-                                workers=args.workers)
-    write_table(table, args.out)
-    counts = manifest_summary(table)
-    t = Table(title="Oxford-IIIT Pet manifest")
-    t.add_column("split")
-    t.add_column("images", justify="right")
-    for k, v in counts.items():
-        t.add_row(k, str(v))
-    console.print(t)
-    quirky = [(n, q) for n, q in zip(table.column("name").to_pylist(), table.column("quirks").to_pylist()) if q]
-    if quirky:
-        console.print(f"{len(quirky)} images normalised at indexing: " + ", ".join(f"{n} ({q})" for n, q in quirky[:8])
-                      + (" ..." if len(quirky) > 8 else ""))
-    console.print(f"wrote {args.out}")
-
-
-# --- data synth --------------------------------------------------------------------------------------
-
-def cmd_synth(args: argparse.Namespace) -> None:
-    from mixsweep.synth import write_synth
-
-    paths = write_synth(args.out, scale=args.scale, seed=args.seed, awkward=not args.no_awkward, progress=True)
-    console.print(f"COCO-format: {paths.coco_train_annotations} + {paths.coco_train_images}")
-    console.print(f"             {paths.coco_val_annotations} + {paths.coco_val_images}")
-    console.print(f"Pet-format:  {paths.pets_root}")
-
-
-# --- data pack ---------------------------------------------------------------------------------------
-
-def cmd_pack(args: argparse.Namespace) -> None:
-    from mixsweep.data.packed import build_pack
-
-    if bool(args.mix) == bool(args.pets):
-        raise MixsweepError("data pack: give exactly one of --mix (with --images) or --pets")
-    if args.mix:
-        from mixsweep.data.mixture import mixture_pack_items, read_mixture
-
-        if not args.images:
-            raise MixsweepError("data pack --mix: --images (the COCO image folder) is required")
-        items = mixture_pack_items([read_mixture(p) for p in args.mix], args.images, args.val_images)
-        packed = build_pack(items, args.cache, size=args.size, fit="crop", workers=args.workers, progress=True)
-    else:
-        from mixsweep.data.pets import PACK_FIT, pets_pack_items, read_manifest, trimap_to_labels
-
-        items = pets_pack_items(read_manifest(args.pets), args.pets_root)
-        packed = build_pack(items, args.cache, size=args.size, fit=PACK_FIT, mask_fn=trimap_to_labels,
-                            workers=args.workers, progress=True)
-    n_bad = len(packed) - len(packed.valid_indices)
-    b = packed.built
-    how = "found, nothing decoded" if b["reused"] else f"{b['decoded']} decoded, {b['copied']} copied from earlier packs"
-    console.print(f"pack {packed.key}: {len(packed)} images ({n_bad} unreadable) at {packed.path} ({how})")
-
-
-# --- train -----------------------------------------------------------------------------------------
-
-def cmd_train(args: argparse.Namespace) -> None:
-    from mixsweep.train.config import load_job
-
-    job = load_job(args.config, kind=args.kind)
-    if args.local:
-        from mixsweep.train.launch import run_local
-
-        out = run_local(job)
-    else:
-        from mixsweep.train.launch import run_with_ray
-
-        out = run_with_ray(job, source=str(args.config), address=args.address)
-    t = Table(title=f"{job.kind} {job.run.name}: last epoch")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k, v in sorted(out.metrics.items()):
-        t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
-    console.print(t)
-    console.print(f"run folder: {out.run_dir}")
-
-
-# --- sweeps ----------------------------------------------------------------------------------------
-
-def cmd_plan(args: argparse.Namespace) -> None:
-    import json
-
-    from mixsweep import axes as recipe_axes
-    from mixsweep.spec import load_spec
-    from mixsweep.sweep.cost import estimate, fmt_bytes, fmt_seconds
-    from mixsweep.sweep.plan import build_plan, plan_rows
-    from mixsweep.sweep.store import Store
-
-    spec = load_spec(args.spec)
-    store = Store(spec.storage)
-    plan = build_plan(spec, store)  # a dry run: writes nothing
-    costs = estimate(plan, spec, store)
-    rows = plan_rows(plan, costs)
-    todo = costs.total(s.key for s in plan.stages if s.status != "done")
-    every = costs.total(s.key for s in plan.stages)
-    totals = {**plan.counts(), "stages": len(rows), "pack_images": plan.union_size,
-              "mixture_rows": plan.mixture_rows, "gpu_hours_pending": todo.total_s / 3600,
-              "gpu_hours_total": every.total_s / 3600, "checkpoint_bytes_pending": todo.checkpoint_bytes,
-              "checkpoint_bytes_total": every.checkpoint_bytes, "cost_sources": costs.sources}
-    if args.format == "json":
-        print(json.dumps({"spec": spec.name, "axes": spec.grid.axes, "stages": rows, "totals": totals}, indent=1))
-        return
-    t = Table(title=f"{spec.name}: stage graph ({spec.storage})")
-    right = ("F", "ft", "seed", "images", "steps", "fixed", "ckpt", "GPU-h")
-    axes = spec.recipe_axes
-    for col in ("kind", "method", "F", "ft", "seed") + (("axes",) if axes else ()) + ("key", "parent", "status") + right[3:]:
-        t.add_column(col, justify="right" if col in right else "left")
-    for r, s in zip(rows, plan.stages):
-        fixed = r["startup_s"] + r["compile_s"] + r["eval_s"] + r["checkpoint_s"]
-        t.add_row(r["job_type"], r["method"], "-" if r["animal_fraction"] is None else f"{r['animal_fraction']:g}",
-                  "-" if r["finetune_fraction"] is None else f"{r['finetune_fraction']:g}", str(r["seed"]),
-                  *((recipe_axes.describe(s.axes) or "-",) if axes else ()), r["key"],
-                  r["parent_key"] or "-", r["status"], str(r["n_images"]), fmt_seconds(r["step_s"]),
-                  fmt_seconds(fixed), fmt_bytes(r["checkpoint_bytes"]), f"{r['gpu_hours']:.3g}")
-    console.print(t)
-    for line in recipe_axes.multiplies(axes, plan.stages):
-        console.print(f"axis {line}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"{totals['stages']} stages: {totals['done']} done, {totals['pending']} pending, "
-                  f"{totals['failed']} failed, {totals['diverged']} diverged; estimated "
-                  f"{totals['gpu_hours_pending']:.3g} of {totals['gpu_hours_total']:.3g} GPU-hours still to run")
-    console.print(f"still to run: steps {fmt_seconds(todo.step_s)} + start-up {fmt_seconds(todo.startup_s)} + compile "
-                  f"{fmt_seconds(todo.compile_s)} + eval {fmt_seconds(todo.eval_s)} + checkpoints "
-                  f"{fmt_seconds(todo.checkpoint_s)}, writing {fmt_bytes(todo.checkpoint_bytes)} of checkpoints "
-                  f"({_checkpoint_rule(spec)})")
-    for line in costs.sources:
-        console.print(f"rates: {line}")
-    if plan.union is not None:
-        console.print(f"pre-training pack: the {plan.union_size} images of the grid's mixtures together, decoded "
-                      f"once ({plan.mixture_rows} rows over the mixtures; `mixsweep run` lists them in "
-                      f"{plan.union})")
-
-
-def _checkpoint_rule(spec) -> str:
-    every = (f"every {spec.checkpoint_every} epochs" if spec.checkpoint_every is not None
-             else f"every {spec.checkpoint_minutes:g} min of training")
-    return f"a resumable one {every}, a weights-only one at the end"
-
-
-def cmd_run(args: argparse.Namespace) -> None:
-    from mixsweep.spec import load_spec
-    from mixsweep.sweep.run import run_sweep
-
-    spec = load_spec(args.spec)
-    run_sweep(spec, str(args.spec), address=args.address, retry_failed=args.retry_failed,
-              cluster_config=args.cluster_config, wait=args.wait)
-
-
-def cmd_report(args: argparse.Namespace) -> None:
-    from mixsweep.spec import load_spec
-    from mixsweep.sweep.results import make_report
-
-    paths = make_report(load_spec(args.spec, check_paths=False), out=args.out)
-    for name, path in paths.items():
-        console.print(f"{name}: {path}")
-
-
-def cmd_results(args: argparse.Namespace) -> None:
-    from mixsweep.spec import load_spec
-    from mixsweep.sweep.results import results_table
-
-    frame, pending = results_table(load_spec(args.spec, check_paths=False))
-    if args.out is not None:
-        import pyarrow as pa
-
-        from mixsweep.tables import write_table
-
-        write_table(pa.Table.from_pandas(frame, preserve_index=False), args.out)
-        console.print(f"wrote {args.out} ({len(frame)} rows)")
-        return
-    if args.format == "json":
-        print(frame.to_json(orient="records", indent=1))
-        return
-    if args.format == "csv":
-        print(frame.to_csv(index=False), end="")
-        return
-    axes = [c for c in frame.columns if "." in c]  # recipe axes: pretrain.epochs, ...
-    cols = [c for c in ("kind", "method", "animal_fraction", "finetune_fraction", "seed", *axes, "status",
-                        "val_loss", "test_iou_binary", "test_miou", "device", "key") if c in frame]
-    t = Table(title=f"results ({len(frame)} stages, {pending} not finished)")
-    for c in cols:
-        t.add_column(c, justify="left" if c in ("kind", "method", "status", "device", "key") else "right")
-    for row in frame[cols].itertuples(index=False):
-        t.add_row(*("-" if v is None or v != v else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    console.print(t)
-
-
-def cmd_sync(args: argparse.Namespace) -> int:
-    from mixsweep.spec import load_spec
-    from mixsweep.sweep.store import Store
-    from mixsweep.sweep.sync import sync_store
-
-    spec = load_spec(args.spec, check_paths=False)
-    return sync_store(Store(spec.storage, spec.mirror), spec.wandb.model_dump(mode="json"),
-                      timeout_s=args.timeout, dry_run=args.dry_run,
-                      say=lambda line: console.print(line, markup=False, soft_wrap=True),
-                      shout=lambda line: err_console.print(line, markup=False, soft_wrap=True))
-
-
-def cmd_suggest(args: argparse.Namespace) -> None:
-    from mixsweep.spec import load_spec
-    from mixsweep.sweep.results import suggest_snippet
-
-    console.print(suggest_snippet(load_spec(args.spec, check_paths=False), k=args.k), markup=False)
-
-
-# --- demo --------------------------------------------------------------------------------------------
-
-def cmd_demo(args: argparse.Namespace) -> None:
-    from mixsweep.demo import run_demo, run_sweep_demo
-
-    if args.tour:
-        run_demo(Path(args.out), scale=args.scale)
-    else:
-        run_sweep_demo(args.spec, world=args.world, world_seed=args.world_seed)
-
-
 # --- parser ------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--unlabelled-as-non-animal", action="store_true",
                    help="count images with no annotations as non-animal (default: neither)")
     s.add_argument("--allow-missing", action="store_true", help="drop listed images whose file is missing")
-    s.set_defaults(func=cmd_coco_index)
+    s.set_defaults(func=commands.cmd_coco_index)
 
     s = dsub.add_parser("mix", help="one pre-training mixture at animal fraction F",
                         description="Choose N training images of which exactly round(F*N) are animal, plus a "
@@ -384,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-size", type=_nonneg_int, help="validation images (default: all of --val-index's "
                    "feasible size, or 4%% of the smaller class when held out)")
     s.add_argument("--out", required=True, type=Path, help="output Parquet file")
-    s.set_defaults(func=cmd_mix)
+    s.set_defaults(func=commands.cmd_mix)
 
     s = dsub.add_parser("pets", help="Oxford-IIIT Pet manifest with a fixed split",
                         description="Index the Oxford-IIIT Pet folder (official layout or torchvision's "
@@ -398,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "is test, annotations/trainval.txt is split into train and val (both files required)")
     s.add_argument("--allow-missing", action="store_true", help="exclude listed images whose files are missing")
     s.add_argument("--workers", type=_positive_int, help="decode processes (default: up to 8)")
-    s.set_defaults(func=cmd_pets)
+    s.set_defaults(func=commands.cmd_pets)
 
     s = dsub.add_parser("synth", help="write synthetic COCO-format and Pet-format data",
                         description="Write look-alike data in the real on-disk formats: a COCO instances JSON "
@@ -408,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", choices=("small", "medium"), default="small", help="size (default small)")
     s.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default 0)")
     s.add_argument("--no-awkward", action="store_true", help="leave out the awkward Pet files")
-    s.set_defaults(func=cmd_synth)
+    s.set_defaults(func=commands.cmd_synth)
 
     s = dsub.add_parser("pack", help="pre-resize images (and masks) for the fast loader",
                         description="Decode, resize and store images as uint8 arrays once, under a cache folder "
@@ -426,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache", required=True, type=Path, help="cache folder for packs")
     s.add_argument("--size", type=_positive_int, default=256, help="stored side length (default 256)")
     s.add_argument("--workers", type=_positive_int, help="decode processes (default: up to 8)")
-    s.set_defaults(func=cmd_pack)
+    s.set_defaults(func=commands.cmd_pack)
 
     train = sub.add_parser("train", help="run one training job from a YAML config",
                            description="Run one pre-training or fine-tuning job as a Ray Train TorchTrainer "
@@ -436,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", type=Path, help="job YAML (see README: Training jobs)")
     train.add_argument("--local", action="store_true", help="run in this process without Ray")
     train.add_argument("--address", help="Ray cluster address (default: start or join a local instance)")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=commands.cmd_train)
 
     s = sub.add_parser("plan", help="show a sweep's stage graph: keys, status, estimated cost",
                        description="Expand a sweep spec into its stages (pre-trainings, fine-tunes, baselines) with "
@@ -444,13 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "training steps plus fixed costs (start-up, compile, evaluation, checkpoint "
                                    "writes) and the checkpoint bytes written, from the store's finished stages of "
                                    "the same method, preset and device kind when it has them, else from reference "
-                                   "rates measured on one NVIDIA H200. "
+                                   "rates measured on one NVIDIA H200. Recipe axes under grid: (pretrain.epochs: "
+                                   "[75, 150], finetune.blr: [...], preset: [...]) multiply the stages they shape; "
+                                   "one line per axis says by how much. "
                                    "A dry run: it reads the data roots (the keys follow the images) and the "
                                    "store, and writes nothing. Synthetic data the store lacks is generated in a "
                                    "temporary folder.")
     s.add_argument("spec", type=Path, help="sweep spec YAML (sweeps/*.yaml)")
     s.add_argument("--format", choices=("table", "json"), default="table")
-    s.set_defaults(func=cmd_plan)
+    s.set_defaults(func=commands.cmd_plan)
 
     s = sub.add_parser("run", help="run a sweep's pending stages with Ray Tune",
                        description="Run every pending stage: pre-trainings first, each fine-tune as soon as its "
@@ -467,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the autoscaler's cluster config (the `ray up` YAML): a request is judged against the node "
                         "types it can start. Default: the config an autoscaler reported to Ray, else "
                         "~/ray_bootstrap_config.yaml (on a `ray up` head), else only the nodes alive now")
-    s.set_defaults(func=cmd_run)
+    s.set_defaults(func=commands.cmd_run)
 
     s = sub.add_parser("report", help="tables and plots of a sweep's results",
                        description="Write results.parquet, results.md (the paper's Table 2 form; the effect test "
@@ -477,11 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "CIs over seeds under the store, and log them to W&B. Works from the store "
                                    "alone (a copy on a laptop): `mixsweep run` records the spec's stages there, "
                                    "so the data roots need not exist, and the store may be read-only (the report "
-                                   "then goes to ./mixsweep-reports/<spec name>).")
+                                   "then goes to ./mixsweep-reports/<spec name>). With recipe axes: the "
+                                   "declared test once per axis value, Holm-adjusted across values, by_axis.png, "
+                                   "and a whole report per value under facets/.")
     s.add_argument("spec", type=Path)
     s.add_argument("--out", type=Path, metavar="DIR",
                    help="write the report here (default <storage>/reports/<spec name>)")
-    s.set_defaults(func=cmd_report)
+    s.set_defaults(func=commands.cmd_report)
 
     s = sub.add_parser("results", help="the store's results for a spec, as a table, CSV, JSON or Parquet",
                        description="One row per finished or failed stage of the spec, read from the store alone "
@@ -490,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", type=Path)
     s.add_argument("--format", choices=("table", "csv", "json"), default="table")
     s.add_argument("--out", type=Path, help="write every column to this Parquet file instead")
-    s.set_defaults(func=cmd_results)
+    s.set_defaults(func=commands.cmd_results)
 
     s = sub.add_parser("sync", help="upload the sweep's W&B offline runs and declare their inputs",
                        description="Upload every W&B offline run of the spec's store (<storage>/wandb/offline-run-*, "
@@ -508,13 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=_positive_int, default=1800,
                    help="seconds `wandb sync` may take in all before it is stopped (default 1800)")
     s.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
-    s.set_defaults(func=cmd_sync)
+    s.set_defaults(func=commands.cmd_sync)
 
     s = sub.add_parser("suggest", help="propose the next animal fractions to run",
                        description="Where the CI is widest or the curve bends most: a grid snippet to paste.")
     s.add_argument("spec", type=Path)
     s.add_argument("-k", type=_positive_int, default=3, help="how many fractions (default 3)")
-    s.set_defaults(func=cmd_suggest)
+    s.set_defaults(func=commands.cmd_suggest)
 
     s = sub.add_parser("demo", help="the demo study on a synthetic world with a known answer, then its report",
                        description="Run the demo study (3 animal fractions x 3 seeds, supervised-MAE and ResNet-18 "
@@ -530,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tour", action="store_true", help="the step-by-step data-path tour instead")
     s.add_argument("--out", type=Path, default=Path("runs/demo"), help="--tour's work folder (default runs/demo)")
     s.add_argument("--scale", choices=("small", "demo", "medium"), default="small", help="--tour's data scale")
-    s.set_defaults(func=cmd_demo)
+    s.set_defaults(func=commands.cmd_demo)
     return p
 
 
