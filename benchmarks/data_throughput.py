@@ -31,7 +31,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from mixsweep.data.augment import AugmentConfig
 from mixsweep.data.imread import is_image_file
 from mixsweep.data.loader import PackedLoader
-from mixsweep.data.packed import PackItem, build_pack, pack_key
+from mixsweep.data.packed import PackItem, pack_key
+from mixsweep.data.pack_build import build_pack
 from pil_loader import FileImageDataset  # this folder: the reference path, not the product
 
 SIZES = [(640, 480), (480, 640), (640, 427), (500, 375), (612, 612)]

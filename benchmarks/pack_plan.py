@@ -80,7 +80,7 @@ def timing(args) -> list[str]:
     import warnings
 
     from mixsweep.data.mixture import mixture_pack_items, read_mixture
-    from mixsweep.data.packed import build_pack
+    from mixsweep.data.pack_build import build_pack
     from mixsweep.demo import demo_spec
     from mixsweep.sweep.plan import build_grid_pack, build_plan, write_plan_inputs, write_spec_data
     from mixsweep.sweep.store import Store

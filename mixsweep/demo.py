@@ -72,7 +72,7 @@ def run_demo(out: Path, scale: str = "small", seed: int = 0) -> dict[str, Path]:
     from mixsweep.console import print_index_summary
     from mixsweep.data.coco import build_coco_index
     from mixsweep.data.mixture import build_mixture, mixture_pack_items
-    from mixsweep.data.packed import build_pack
+    from mixsweep.data.pack_build import build_pack
     from mixsweep.data.pets import (PACK_FIT, build_pets_manifest, finetune_subset, manifest_summary,
                                     pets_pack_items, trimap_to_labels)
     from mixsweep.synth import write_synth

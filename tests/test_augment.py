@@ -9,7 +9,8 @@ from PIL import Image, ImageDraw
 from torchvision.transforms import RandomResizedCrop
 
 from mixsweep.data.augment import AugmentConfig, augment_batch, eval_batch, sample_crop_boxes
-from mixsweep.data.packed import PackItem, build_pack
+from mixsweep.data.packed import PackItem
+from mixsweep.data.pack_build import build_pack
 
 N = 20_000
 KS_BOUND = 0.025  # two-sample KS critical value at alpha=1e-3 for 20k vs 20k is ~0.0195

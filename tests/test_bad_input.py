@@ -20,7 +20,8 @@ import yaml
 from conftest import finetune_config
 from fixtures import COCO_CASES, write_coco_fixture, write_torchvision_pets
 from mixsweep.cli import main
-from mixsweep.data.packed import PackItem, build_pack
+from mixsweep.data.packed import PackItem
+from mixsweep.data.pack_build import build_pack
 from mixsweep.spec import load_spec
 from mixsweep.sweep.plan import build_plan
 from mixsweep.sweep.store import Store

@@ -94,7 +94,7 @@ def test_a_mixture_trains_on_the_same_batches_from_the_grid_pack_as_from_its_own
     every epoch's batches (images and augmentation) are the ones its own pack gave."""
     from mixsweep.data.augment import AugmentConfig
     from mixsweep.data.loader import PackedLoader
-    from mixsweep.data.packed import build_pack
+    from mixsweep.data.pack_build import build_pack
 
     plan, union = grown["seed"]
     stage = next(s for s in plan.stages if s.kind == "pretrain" and s.animal_fraction == 0.5 and s.seed == 1)

@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 
 from mixsweep.cli import main
-from mixsweep.data.packed import PackedSet, PackItem, build_pack
+from mixsweep.data.packed import PackedSet, PackItem
+from mixsweep.data.pack_build import build_pack
 from mixsweep.errors import MixsweepError
 from mixsweep.synth import synth_is_written, write_synth
 from mixsweep.synth.output import MARKER, WRITING
@@ -148,7 +149,8 @@ def test_a_disk_that_fills_mid_build_is_not_a_bus_error_with_one_worker(small_di
         import sys
         sys.path.insert(0, {str(TESTS)!r})
         import test_hostile_disk as t
-        from mixsweep.data.packed import PackItem, build_pack
+        from mixsweep.data.packed import PackItem
+        from mixsweep.data.pack_build import build_pack
         from mixsweep.errors import MixsweepError
         t._FILLER = {str(small_disk / "filler")!r}
         items = [PackItem(*it) for it in {[(it.key, it.image_path, it.mask_path) for it in items]!r}]
@@ -189,7 +191,8 @@ def test_orphans_of_dead_builds_on_this_host_are_cleared_and_live_ones_kept(tmp_
         import sys
         sys.path.insert(0, {str(TESTS)!r})
         import test_hostile_disk as t
-        from mixsweep.data.packed import PackItem, build_pack
+        from mixsweep.data.packed import PackItem
+        from mixsweep.data.pack_build import build_pack
         items = [PackItem(*it) for it in {[(it.key, it.image_path, it.mask_path) for it in items]!r}]
         build_pack(items, {str(cache)!r}, size=16, mask_fn=t.die_now, workers=1)
     """)

@@ -13,7 +13,8 @@ from PIL import Image
 
 from mixsweep.data.augment import AugmentConfig
 from mixsweep.data.loader import PackedLoader
-from mixsweep.data.packed import PackedSet, PackItem, build_pack, pack_key
+from mixsweep.data.packed import PackedSet, PackItem, pack_key
+from mixsweep.data.pack_build import build_pack
 from mixsweep.errors import MixsweepError
 
 _LUT = np.full(256, 255, dtype=np.uint8)

@@ -17,7 +17,8 @@ from torch import nn
 
 from mixsweep.data.augment import AugmentConfig
 from mixsweep.data.loader import PackedLoader
-from mixsweep.data.packed import PackedSet, build_pack
+from mixsweep.data.packed import PackedSet
+from mixsweep.data.pack_build import build_pack
 from mixsweep.data.pets import (IGNORE_LABEL, PACK_FIT, finetune_subset, pets_pack_items, read_manifest,
                                 trimap_to_labels)
 from mixsweep.errors import MixsweepError

@@ -11,7 +11,8 @@ from torch import nn
 from mixsweep.data.augment import AugmentConfig
 from mixsweep.data.mixture import mixture_pack_items, read_mixture
 from mixsweep.data.loader import PackedLoader
-from mixsweep.data.packed import PackedSet, build_pack
+from mixsweep.data.packed import PackedSet
+from mixsweep.data.pack_build import build_pack
 from mixsweep.errors import MixsweepError
 from mixsweep.models.mae import build_mae, load_mae_checkpoint
 from mixsweep.train.config import PretrainData, PretrainJob
