@@ -56,6 +56,15 @@ def plot_sentence(results: pd.DataFrame, metric: str, method: str, design: Effec
     return effect_sentence(effect(results, other), metric, secondary=False, role="not the declared endpoint")
 
 
+def _mean_and_band(ax, agg: pd.DataFrame, color, label: str, alpha: float) -> None:
+    """The seed mean against the animal fraction, with its 95 % CI as a band where it has one."""
+    ax.plot(agg["animal_fraction"], agg["mean"], "o-", color=color, label=label)
+    band = agg.dropna(subset=["ci_low", "ci_high"])
+    if not band.empty:
+        ax.fill_between(band["animal_fraction"], band["ci_low"], band["ci_high"], color=color, alpha=alpha,
+                        linewidth=0)
+
+
 def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path,
                             design: EffectDesign | None = None, method: str = "mae") -> Path:
     """Test `metric` of `method`'s stages (end-to-end fine-tunes "mae", or frozen-encoder probes "probe") against
@@ -75,12 +84,8 @@ def plot_metric_vs_fraction(results: pd.DataFrame, metric: str, path: str | Path
     for i, (ft, g) in enumerate(mae.groupby("finetune_fraction", sort=True)):
         color = cmap(i % 10)
         g = g.sort_values("animal_fraction")
-        ax.plot(g["animal_fraction"], g["mean"], "o-", color=color,
-                label=f"{'probe' if method == 'probe' else 'fine-tune'} {ft:g} (n={g['n_seeds'].max()})")
-        band = g.dropna(subset=["ci_low", "ci_high"])
-        if not band.empty:
-            ax.fill_between(band["animal_fraction"], band["ci_low"], band["ci_high"], color=color, alpha=0.2,
-                            linewidth=0)
+        _mean_and_band(ax, g, color, f"{'probe' if method == 'probe' else 'fine-tune'} {ft:g} "
+                                     f"(n={g['n_seeds'].max()})", alpha=0.2)
         fit = curve_fits.get(float(ft))
         if fit is not None and fit.kind != "constant":
             xs = np.linspace(lo_x, hi_x, 101)
@@ -231,12 +236,7 @@ def plot_by_axis(results: pd.DataFrame, axes, path: str | Path, design: EffectDe
     for ax, (method, metric, lines) in zip(ax_row, drawn):
         for i, (name, agg, at) in enumerate(lines):
             color = cmap(i % 10)
-            ax.plot(agg["animal_fraction"], agg["mean"], "o-", color=color,
-                    label=f"{name} (n={int(agg['n_seeds'].max())})")
-            band = agg.dropna(subset=["ci_low", "ci_high"])
-            if not band.empty:
-                ax.fill_between(band["animal_fraction"], band["ci_low"], band["ci_high"], color=color, alpha=0.15,
-                                linewidth=0)
+            _mean_and_band(ax, agg, color, f"{name} (n={int(agg['n_seeds'].max())})", alpha=0.15)
         kind = "frozen-encoder probe" if method == "probe" else "end-to-end fine-tune"
         declared = "declared endpoint" if (method, metric) == (design.method, design.metric) else "not the declared endpoint"
         ax.set_title(f"{kind}, test {_label(metric)} at fine-tune size {lines[0][2]:g} ({declared})", fontsize=8)
