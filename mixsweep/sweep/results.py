@@ -37,10 +37,6 @@ def spec_rows(spec, store: Store) -> list[dict]:
     return [s.row() for s in build_plan(spec, store).stages]
 
 
-def spec_keys(spec, store: Store) -> list[str]:
-    return [r["key"] for r in spec_rows(spec, store)]
-
-
 def with_axis_columns(frame, rows: list[dict], axes: list[str]):
     """`frame` with one column per recipe axis of this spec, from the spec's own stage rows: a stage another
     spec ran first carries that spec's axes in its result, not necessarily these. None where an axis does not
