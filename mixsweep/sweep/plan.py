@@ -73,22 +73,37 @@ def write_spec_data(spec, store: Store) -> None:
 @contextlib.contextmanager
 def _readable_data(spec, store: Store) -> Iterator[tuple[DataPaths, DataPaths]]:
     """(the data roots to read now, the data roots jobs name). They differ only for synthetic data the store
-    does not hold yet: it is generated in a temporary folder, removed afterwards, so a plan writes nothing
-    under the store (its keys do not depend on where the data lie)."""
+    does not hold yet: it is generated in a temporary folder this process keeps until it exits, so a plan writes
+    nothing under the store (its keys do not depend on where the data lie)."""
     d = spec.data
     if d.synth is None:
         paths = DataPaths(d.coco_annotations, d.coco_images, d.coco_val_annotations, d.coco_val_images, d.pets_root)
         yield paths, paths
         return
-    from mixsweep.synth import SynthPaths, synth_is_written, write_synth
+    from mixsweep.synth import SynthPaths, synth_is_written
 
     s, root = d.synth, synth_root(spec, store)
     final = _synth_paths(SynthPaths.under(root))
     if synth_is_written(root, scale=s.scale, seed=s.seed, world=s.world):
         yield final, final
         return
-    with tempfile.TemporaryDirectory(prefix="mixsweep-plan-") as tmp:
-        yield _synth_paths(write_synth(tmp, scale=s.scale, seed=s.seed, world=s.world)), final
+    yield _synth_paths(_plan_synth(s.scale, s.seed, s.world)), final
+
+
+# Synthetic sets generated for plans, kept for this process's life: a notebook (or a test session) that plans
+# the same world again reads them instead of rendering every image anew. Removed at exit.
+_PLAN_SYNTH: dict[tuple, tempfile.TemporaryDirectory] = {}
+
+
+def _plan_synth(scale: str, seed: int, world: str):
+    from mixsweep.synth import SynthPaths, synth_is_written, write_synth
+
+    key = (scale, int(seed), world)
+    held = _PLAN_SYNTH.get(key)
+    if held is not None and synth_is_written(held.name, scale=scale, seed=seed, world=world):
+        return SynthPaths.under(Path(held.name))
+    held = _PLAN_SYNTH[key] = tempfile.TemporaryDirectory(prefix="mixsweep-plan-")
+    return write_synth(held.name, scale=scale, seed=seed, world=world)
 
 
 def _digest(values) -> str:
