@@ -62,12 +62,15 @@ def _synth_paths(paths) -> DataPaths:
 
 
 def write_spec_data(spec, store: Store) -> None:
-    """`run` only: generate the spec's synthetic data under the store, once."""
+    """`run` only: generate the spec's synthetic data under the store, once (copied from a plan's set when this
+    process planned that world already)."""
     if spec.data.synth is not None:
         from mixsweep.synth import write_synth
 
         s = spec.data.synth
-        write_synth(synth_root(spec, store), scale=s.scale, seed=s.seed, world=s.world)
+        held = _PLAN_SYNTH.get((s.scale, int(s.seed), s.world))
+        write_synth(synth_root(spec, store), scale=s.scale, seed=s.seed, world=s.world,
+                    copy_from=held.name if held is not None else None)
 
 
 @contextlib.contextmanager
@@ -102,7 +105,7 @@ def _plan_synth(scale: str, seed: int, world: str):
     held = _PLAN_SYNTH.get(key)
     if held is not None and synth_is_written(held.name, scale=scale, seed=seed, world=world):
         return SynthPaths.under(Path(held.name))
-    held = _PLAN_SYNTH[key] = tempfile.TemporaryDirectory(prefix="mixsweep-plan-")
+    held = _PLAN_SYNTH[key] = tempfile.TemporaryDirectory(prefix="mixsweep-plan-", ignore_cleanup_errors=True)
     return write_synth(held.name, scale=scale, seed=seed, world=world)
 
 

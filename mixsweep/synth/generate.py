@@ -76,7 +76,7 @@ def _check_ownership(root: Path) -> None:
 
 
 def write_synth(out: Path | str, scale: str = "small", seed: int = 0, awkward: bool = True,
-                progress: bool = False, world: str = "planted") -> SynthPaths:
+                progress: bool = False, world: str = "planted", copy_from: Path | str | None = None) -> SynthPaths:
     """Write synthetic COCO 2017 (train/val) and Oxford-IIIT Pet data under `out`; returns the paths.
 
     `world` (README, "Two worlds with a known answer"): planted, where animal images share the Pets' make-up
@@ -85,6 +85,7 @@ def write_synth(out: Path | str, scale: str = "small", seed: int = 0, awkward: b
     complete set made with the same arguments it is reused as is; one made with other arguments, or a write
     that was killed before it finished (synth.writing.json, its process gone), is replaced. Refuses to touch
     `out/coco` or `out/pets` that write_synth did not make, and a write still running in another process.
+    `copy_from`: a complete set written elsewhere with the same arguments, copied instead of rendered again.
     """
     if scale not in SCALES:
         raise MixsweepError(f"unknown synth scale {scale!r}; choose one of: {', '.join(SCALES)}")
@@ -108,14 +109,18 @@ def write_synth(out: Path | str, scale: str = "small", seed: int = 0, awkward: b
             if (root / sub).is_dir():
                 shutil.rmtree(root / sub)
         t0 = time.perf_counter()
-        n_jobs = spec.n_coco_train + spec.n_coco_val + spec.n_pets
-        pool = open_pool(n_jobs)
-        try:
-            write_coco(paths, scale, seed, pool, progress, world)
-            write_pets(paths, spec, seed, awkward, pool, progress)
-        finally:
-            if pool is not None:
-                pool.shutdown()
+        if copy_from is not None and synth_is_written(copy_from, scale, seed, awkward, world):
+            for sub in ("coco", "pets"):  # the same bytes the render would write
+                shutil.copytree(Path(copy_from) / sub, root / sub)
+        else:
+            n_jobs = spec.n_coco_train + spec.n_coco_val + spec.n_pets
+            pool = open_pool(n_jobs)
+            try:
+                write_coco(paths, scale, seed, pool, progress, world)
+                write_pets(paths, spec, seed, awkward, pool, progress)
+            finally:
+                if pool is not None:
+                    pool.shutdown()
         write_text_atomic(root / MARKER, want)
         (root / WRITING).unlink()
     except BrokenProcessPool:
