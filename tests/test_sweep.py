@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -273,9 +275,40 @@ def _device(root) -> str:
     return device
 
 
+def test_a_process_renders_a_planned_world_once(tmp_path):
+    """Plans of a store without its synthetic data read one set per world and process (a notebook that plans
+    again renders nothing), render it again if that folder went away, and `run` copies it into the store."""
+    from mixsweep.sweep import plan as planning
+    from mixsweep.synth import synth_is_written
+
+    spec = load_spec(write_spec(tmp_path / "s.yaml", tmp_path / "store"))
+    world = (spec.data.synth.scale, spec.data.synth.seed, spec.data.synth.world)
+    keys = {s.key for s in build_plan(spec, Store(spec.storage)).stages}
+    held = Path(planning._PLAN_SYNTH[world].name)
+    stamp = (held / "synth.json").stat().st_mtime_ns
+    again = load_spec(write_spec(tmp_path / "t.yaml", tmp_path / "other-store"))
+    assert {s.key for s in build_plan(again, Store(again.storage)).stages} == keys
+    assert (held / "synth.json").stat().st_mtime_ns == stamp  # read, not rendered again
+    assert not (tmp_path / "store").exists() and not (tmp_path / "other-store").exists()
+    shutil.rmtree(held)
+    assert {s.key for s in build_plan(again, Store(again.storage)).stages} == keys
+    held = Path(planning._PLAN_SYNTH[world].name)
+    assert synth_is_written(held, scale=world[0], seed=world[1], world=world[2])
+    # `run` after a plan in the same process copies that set into the store instead of rendering it again.
+    planning.write_spec_data(again, Store(again.storage))
+    written = planning.synth_root(again, Store(again.storage))
+    assert synth_is_written(written, scale=world[0], seed=world[1], world=world[2])
+    files = sorted(p.relative_to(held) for p in held.rglob("*") if p.is_file() and p.name != "synth.json")
+    assert files and files == sorted(p.relative_to(written) for p in written.rglob("*")
+                                     if p.is_file() and p.name != "synth.json")
+    for name in files[:: max(1, len(files) // 20)]:  # copied: same bytes, and the times of the copy's source
+        assert (written / name).read_bytes() == (held / name).read_bytes()
+        assert (written / name).stat().st_mtime_ns == (held / name).stat().st_mtime_ns
+
+
 def test_plan_is_a_dry_run(swept, tmp_path, capsys):
     """`mixsweep plan` reads the data and the store and writes nothing: not into a store that ran, and not even
-    the folder of one that does not exist yet (its synthetic world is generated elsewhere and removed)."""
+    the folder of one that does not exist yet (its synthetic world is generated elsewhere, for this process only)."""
     from mixsweep.cli import main
 
     root, path, plan = swept
