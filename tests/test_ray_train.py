@@ -1,5 +1,5 @@
-"""Ray Train V2 jobs on the session's 3-node Ray cluster: 2-worker CPU DDP packed on one node and spread
-over two, a worker SIGKILLed mid-epoch, fine-tuning, refusals.
+"""Ray Train V2 jobs on the session's 3-node Ray cluster: 2-worker CPU DDP spread over two nodes and packed on
+one with a worker SIGKILLed mid-epoch, fine-tuning, refusals.
 
 Ray start-up and trainer start cost tens of seconds here, so these are few and each checks a lot.
 """
@@ -29,12 +29,15 @@ def two_workers(strategy: str = "PACK") -> dict:
 
 
 def kill_a_worker_mid_epoch(run_dir, seen: dict, timeout: float = 180) -> None:
-    """SIGKILL rank 1 as soon as epoch 0 is logged and checkpointed, i.e. while epoch 1 runs; record what
-    was logged then."""
+    """SIGKILL rank 1 as soon as epoch 0 is logged and checkpointed, i.e. while epoch 1 (or, on a busy
+    machine, epoch 2) runs; record what was logged then."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         placement = {w["rank"]: w["pid"] for w in read_placement(run_dir)}
         logged = [m["epoch"] for m in read_metrics(run_dir)] if (run_dir / "metrics.jsonl").is_file() else []
+        if len(logged) >= 3:
+            seen.update(too_late=logged)
+            return
         if logged and 1 in placement and list(run_dir.glob("checkpoint_*/state.pt")):
             os.kill(placement[1], signal.SIGKILL)
             seen.update(pid=placement[1], logged=logged)
@@ -60,42 +63,37 @@ def watch_live_run(root, run_id: str, seen: dict, timeout: float = 180) -> None:
 
 @pytest.fixture(scope="module")
 def ddp_runs(ray_local, train_inputs, tmp_path_factory):
-    """The same 2-worker pre-training three times: both ranks on one node, spread over two nodes, and
-    packed again, with its storage given as a URI, with rank 1 SIGKILLed in the middle of epoch 1. The packed and
-    the killed runs log live to W&B (offline) from rank 0."""
+    """The same 2-worker pre-training twice: spread over two nodes, and packed on one node, with its storage
+    given as a URI, with rank 1 SIGKILLed in the middle of epoch 1. Both log live to W&B (offline) from rank 0.
+    (One run both packed and killed: each 2-worker run costs tens of seconds here, and the one comparison of
+    weights then shows both that placement and a resume leave the result alone.)"""
     storage = tmp_path_factory.mktemp("ray-runs")
     out = {}
-    for name, strategy, run in (("packed", "PACK", {}), ("spread", "STRICT_SPREAD", {}),
-                                ("killed", "PACK", {"max_failures": 1})):
+    for name, strategy, run in (("spread", "STRICT_SPREAD", {}), ("killed", "PACK", {"max_failures": 1})):
         cfg = pretrain_config(train_inputs, storage, name, **run)
         cfg["scaling"] = two_workers(strategy)
-        if name != "spread":
-            cfg["tracking"] = {"mode": "offline", "root": str(storage), "run_id": f"pt-{name}", "flush_s": 0.1}
+        cfg["tracking"] = {"mode": "offline", "root": str(storage), "run_id": f"pt-{name}", "flush_s": 0.1}
+        seen: dict = {}
         if name == "killed":  # storage as a URI, the way train_storage: s3://... reaches Ray on a cluster
             cfg["run"].update(storage=f"file://{storage}", artifacts=str(storage / name))
-        seen: dict = {}
-        watcher = None
-        if name == "killed":
             watcher = threading.Thread(target=kill_a_worker_mid_epoch, args=(storage / name, seen), daemon=True)
-        elif name == "packed":
-            watcher = threading.Thread(target=watch_live_run, args=(storage, "pt-packed", seen), daemon=True)
-        if watcher is not None:
-            watcher.start()
+        else:
+            watcher = threading.Thread(target=watch_live_run, args=(storage, "pt-spread", seen), daemon=True)
+        watcher.start()
         out[name] = {**vars(run_with_ray(parse_job(cfg))), "seen": seen, "wandb": storage}
-        if watcher is not None:
-            watcher.join(timeout=5)
+        watcher.join(timeout=5)
     return out
 
 
 def test_the_w_and_b_run_shows_epochs_while_the_stage_trains(ddp_runs):
-    packed = ddp_runs["packed"]
-    assert packed["seen"].get("live"), "no epoch was in the offline run while the stage still ran"
-    assert packed["seen"]["live"][0] == 0
-    folders = tracking.run_folders(packed["wandb"], "pt-packed")
-    assert len(folders) == 1  # rank 0 alone logs: one run, not one per worker
+    spread = ddp_runs["spread"]
+    assert spread["seen"].get("live"), "no epoch was in the offline run while the stage still ran"
+    assert spread["seen"]["live"][0] == 0
+    folders = tracking.run_folders(spread["wandb"], "pt-spread")
+    assert len(folders) == 1  # rank 0 alone logs: one run, not one per worker or node
     run = tracking.read_offline_run(folders[0])
     assert [r["_step"] for r in run["history"]] == [0, 1, 2] and run["exit_code"] == 0
-    assert run["history"][0]["train_loss"] == pytest.approx(read_metrics(packed["run_dir"])[0]["train_loss"])
+    assert run["history"][0]["train_loss"] == pytest.approx(read_metrics(spread["run_dir"])[0]["train_loss"])
 
 
 def _same_weights(a: dict, b: dict) -> None:
@@ -106,28 +104,28 @@ def _same_weights(a: dict, b: dict) -> None:
 
 def test_spread_over_two_nodes_matches_one_node(ray_local, ddp_runs):
     nodes = node_ids(ray_local)
-    packed = {w["node_id"] for w in read_placement(ddp_runs["packed"]["run_dir"])}
+    packed = {w["node_id"] for w in read_placement(ddp_runs["killed"]["run_dir"])}
     spread = {w["node_id"] for w in read_placement(ddp_runs["spread"]["run_dir"])}
     assert len(packed) == 1 and len(spread) == 2, (packed, spread)
     assert (packed | spread) <= nodes["workers"], "the head node must run no training"
-    # gloo's all-reduce of two ranks is the same sum wherever the ranks run: equal within fp32 rounding.
-    _same_weights(load_state(ddp_runs["packed"]["checkpoint"]), load_state(ddp_runs["spread"]["checkpoint"]))
-    for name in ("packed", "spread"):
-        assert [m["epoch"] for m in read_metrics(ddp_runs[name]["run_dir"])] == [0, 1, 2]
+    # gloo's all-reduce of two ranks is the same sum wherever the ranks run, and a resume continues exactly:
+    # equal within fp32 rounding.
+    _same_weights(load_state(ddp_runs["spread"]["checkpoint"]), load_state(ddp_runs["killed"]["checkpoint"]))
+    assert [m["epoch"] for m in read_metrics(ddp_runs["spread"]["run_dir"])] == [0, 1, 2]
     # Both ranks trained, each on its half of the rows with half of the effective batch.
-    steps_per_epoch = read_metrics(ddp_runs["packed"]["run_dir"])[0]["step"]
+    steps_per_epoch = read_metrics(ddp_runs["spread"]["run_dir"])[0]["step"]
     assert steps_per_epoch == (60 // 2) // 4  # 60 train images over 2 ranks, batch 8 = 4 per worker
-    assert (ddp_runs["packed"]["run_dir"] / "pictures" / "reconstructions_epoch0002.png").is_file()
+    assert (ddp_runs["spread"]["run_dir"] / "pictures" / "reconstructions_epoch0002.png").is_file()
 
 
 def test_worker_sigkill_mid_epoch_resumes_from_checkpoint(ddp_runs):
     killed = ddp_runs["killed"]
     seen = killed["seen"]
-    assert seen.get("logged") == [0], f"the kill should land in epoch 1, after epoch 0's checkpoint: {seen}"
-    # Ray restarted the worker group (new processes) from the epoch-0 checkpoint: every epoch once, in order.
+    assert seen.get("logged") in ([0], [0, 1]), f"the kill should land after epoch 0's checkpoint, in the run: {seen}"
+    # Ray restarted the worker group (new processes) from the newest checkpoint: every epoch once, in order.
     assert seen["pid"] not in {w["pid"] for w in read_placement(killed["run_dir"])}
     assert [m["epoch"] for m in read_metrics(killed["run_dir"])] == [0, 1, 2]
-    _same_weights(load_state(ddp_runs["packed"]["checkpoint"]), load_state(killed["checkpoint"]))
+    _same_weights(load_state(ddp_runs["spread"]["checkpoint"]), load_state(killed["checkpoint"]))
     # The restarted group's rank 0 resumed the same W&B run: every epoch once over the attempts' files.
     runs = [tracking.read_offline_run(f) for f in tracking.run_folders(killed["wandb"], "pt-killed")]
     # (the killed attempt's file may hold nothing: wandb had not flushed it yet)
@@ -137,7 +135,7 @@ def test_worker_sigkill_mid_epoch_resumes_from_checkpoint(ddp_runs):
 
 
 def test_two_worker_finetune_from_the_ray_checkpoint(ray_local, train_inputs, ddp_runs, tmp_path):
-    ckpt = ddp_runs["packed"]["checkpoint"]
+    ckpt = ddp_runs["spread"]["checkpoint"]
     cfg = finetune_config(train_inputs, tmp_path, "ft", model="mae", init=f"{ckpt}/state.pt")
     cfg["scaling"] = two_workers()
     out = vars(run_with_ray(parse_job(cfg)))
