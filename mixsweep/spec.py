@@ -110,6 +110,9 @@ class Grid(_Strict):
     # The baselines' seeds, a subset of `seeds` (None: all of them). A baseline has no animal-fraction axis and
     # enters only the transfer interval, so a CPU study can afford fewer of its costly runs.
     baseline_seeds: Optional[list[StrictInt]] = None
+    # The seeds whose pre-trainings are also fine-tuned end to end (None: all of them). With a probe: section
+    # every pre-training is probed, and a study whose verdict is the probe can thin the costly fine-tunes.
+    finetune_seeds: Optional[list[StrictInt]] = None
     axes: dict[str, Any] = {}  # name -> list of values, checked by the spec (SweepSpec._axes_fit_their_fields)
 
     @model_validator(mode="before")
@@ -154,14 +157,21 @@ class Grid(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _baseline_seeds(self):
-        if self.baseline_seeds is not None:
-            extra = sorted(set(self.baseline_seeds) - set(self.seeds))
-            if not self.baseline_seeds or extra:
-                raise ValueError(f"baseline_seeds must be a non-empty subset of seeds {self.seeds}"
+    def _seed_subsets(self):
+        for name in ("baseline_seeds", "finetune_seeds"):
+            subset = getattr(self, name)
+            if subset is None:
+                continue
+            extra = sorted(set(subset) - set(self.seeds))
+            if not subset or extra:
+                raise ValueError(f"{name} must be a non-empty subset of seeds {self.seeds}"
                                  + (f"; {extra} is not in it" if extra else ""))
-            object.__setattr__(self, "baseline_seeds", sorted(set(self.baseline_seeds)))
+            object.__setattr__(self, name, sorted(set(subset)))
         return self
+
+    def finetuned(self, seed: int) -> bool:
+        """Whether this seed's pre-trainings get the end-to-end fine-tune."""
+        return self.finetune_seeds is None or seed in self.finetune_seeds
 
 
 class SynthData(_Strict):
@@ -341,6 +351,10 @@ class SweepSpec(_Strict):
             what = "baselines: random_probe" if "random_probe" in self.baselines else "effect.method: probe"
             where, value = what.split(": ")
             raise _error("probe", f"{value} needs a probe: section (the probe's recipe)", where=where)
+        if self.probe is None and grid.finetune_seeds is not None and grid.finetune_seeds != grid.seeds:
+            raise _error("probe", "without a probe: section the pre-trainings of seeds "
+                         f"{sorted(set(grid.seeds) - set(grid.finetune_seeds))} would feed nothing",
+                         where="grid.finetune_seeds")
         if e.finetune_fraction is not None and not any(abs(e.finetune_fraction - f) < _EPS
                                                        for f in grid.finetune_fractions):
             raise _error("effect", f"{e.finetune_fraction:g} is not in "

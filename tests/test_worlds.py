@@ -144,3 +144,24 @@ def test_baseline_seeds_thin_only_the_baselines(tmp_path):
     stages = build_plan(spec, Store(tmp_path)).stages
     assert sorted(s.seed for s in stages if s.method == "resnet18") == [0, 2]
     assert sorted({s.seed for s in stages if s.method == "mae"}) == [0, 1, 2]
+
+
+def test_finetune_seeds_thin_only_the_end_to_end_fine_tunes(tmp_path):
+    """grid.finetune_seeds: every pre-training is probed; only those seeds' pre-trainings are also fine-tuned."""
+    from mixsweep.spec import parse_spec
+    from mixsweep.sweep.plan import build_plan
+    from mixsweep.sweep.store import Store
+
+    probe = {"epochs": 1, "batch_size": 8, "warmup_epochs": 0, "blr": 0.1}
+    spec = parse_spec({"name": "f", "grid": {"animal_fractions": [0.0, 1.0], "seeds": [0, 1, 2],
+                                             "finetune_seeds": [1]},
+                       "baselines": ["supervised_mae", "random_probe"], "probe": probe,
+                       "data": {"synth": {"scale": "small"}}, "preset": "tiny", "storage": str(tmp_path),
+                       "mixture": {"size": 20}})
+    stages = build_plan(spec, Store(tmp_path)).stages
+    by_method = {m: sorted((s.seed, s.animal_fraction) for s in stages if s.method == m and s.kind == "finetune")
+                 for m in ("mae", "probe", "supervised_mae", "random_probe")}
+    assert by_method["mae"] == [(1, 0.0), (1, 1.0)]
+    assert by_method["probe"] == [(seed, f) for seed in (0, 1, 2) for f in (0.0, 1.0)]
+    assert [seed for seed, _ in by_method["supervised_mae"]] == [0, 1, 2]  # baselines follow baseline_seeds
+    assert sum(s.kind == "pretrain" for s in stages) == 6

@@ -280,7 +280,7 @@ def build_plan(spec, store: Store) -> Plan:
                 pre_spec = spec.at(pre)
                 key = _pretrain_stage(grid, plan, mix, seed, fraction, pre_spec, pre)
                 # Fine-tune axes multiply the fine-tunes of this one pre-training: it is trained once.
-                for method in fraction_methods:
+                for method in fraction_methods if spec.grid.finetuned(seed) else fraction_methods[1:]:
                     for ft in recipe_axes.points(axes, "finetune", "finetune", method):
                         for s in spec.grid.finetune_fractions:
                             plan.stages.append(_finetune_stage(grid, FinetunePoint(
