@@ -64,7 +64,7 @@ def watch_live_run(root, run_id: str, seen: dict, timeout: float = 180) -> None:
 @pytest.fixture(scope="module")
 def ddp_runs(ray_local, train_inputs, tmp_path_factory):
     """The same 2-worker pre-training twice: spread over two nodes, and packed on one node, with its storage
-    given as a URI, with rank 1 SIGKILLed in the middle of epoch 1. Both log live to W&B (offline) from rank 0.
+    given as a URI, with rank 1 SIGKILLed after epoch 0's checkpoint. Both log live to W&B (offline) from rank 0.
     (One run both packed and killed: each 2-worker run costs tens of seconds here, and the one comparison of
     weights then shows both that placement and a resume leave the result alone.)"""
     storage = tmp_path_factory.mktemp("ray-runs")

@@ -68,9 +68,8 @@ def write_spec_data(spec, store: Store) -> None:
         from mixsweep.synth import write_synth
 
         s = spec.data.synth
-        held = _PLAN_SYNTH.get((s.scale, int(s.seed), s.world))
         write_synth(synth_root(spec, store), scale=s.scale, seed=s.seed, world=s.world,
-                    copy_from=held.name if held is not None else None)
+                    copy_from=_held_synth(s.scale, s.seed, s.world))
 
 
 @contextlib.contextmanager
@@ -98,15 +97,25 @@ def _readable_data(spec, store: Store) -> Iterator[tuple[DataPaths, DataPaths]]:
 _PLAN_SYNTH: dict[tuple, tempfile.TemporaryDirectory] = {}
 
 
-def _plan_synth(scale: str, seed: int, world: str):
-    from mixsweep.synth import SynthPaths, synth_is_written, write_synth
+def _held_synth(scale: str, seed: int, world: str) -> str | None:
+    """The folder of a complete set this process rendered for a plan of this world, if it has one."""
+    from mixsweep.synth import synth_is_written
 
-    key = (scale, int(seed), world)
-    held = _PLAN_SYNTH.get(key)
+    held = _PLAN_SYNTH.get((scale, int(seed), world))
     if held is not None and synth_is_written(held.name, scale=scale, seed=seed, world=world):
-        return SynthPaths.under(Path(held.name))
-    held = _PLAN_SYNTH[key] = tempfile.TemporaryDirectory(prefix="mixsweep-plan-", ignore_cleanup_errors=True)
-    return write_synth(held.name, scale=scale, seed=seed, world=world)
+        return held.name
+    return None
+
+
+def _plan_synth(scale: str, seed: int, world: str):
+    from mixsweep.synth import SynthPaths, write_synth
+
+    held = _held_synth(scale, seed, world)
+    if held is not None:
+        return SynthPaths.under(Path(held))
+    folder = tempfile.TemporaryDirectory(prefix="mixsweep-plan-", ignore_cleanup_errors=True)
+    _PLAN_SYNTH[(scale, int(seed), world)] = folder
+    return write_synth(folder.name, scale=scale, seed=seed, world=world)
 
 
 def _digest(values) -> str:
@@ -280,7 +289,7 @@ def build_plan(spec, store: Store) -> Plan:
                 pre_spec = spec.at(pre)
                 key = _pretrain_stage(grid, plan, mix, seed, fraction, pre_spec, pre)
                 # Fine-tune axes multiply the fine-tunes of this one pre-training: it is trained once.
-                for method in fraction_methods if spec.grid.finetuned(seed) else fraction_methods[1:]:
+                for method in (m for m in fraction_methods if m != "mae" or spec.grid.finetuned(seed)):
                     for ft in recipe_axes.points(axes, "finetune", "finetune", method):
                         for s in spec.grid.finetune_fractions:
                             plan.stages.append(_finetune_stage(grid, FinetunePoint(

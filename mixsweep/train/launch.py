@@ -27,8 +27,9 @@ from mixsweep.train.placement import clear_loop_timing, read_loop_timing, read_p
 from mixsweep.train.storage import artifact_dir, keep_only, resume_checkpoint, storage_root
 
 # Ray Train's controller polls its workers every 2 s by default, and a worker's report waits for the poll
-# that takes the one before it: a stage then idles its workers up to 2 s per close pair of reports and ~4 s
-# at its end. 0.5 s costs the controller a few RPCs a second. A value the user set is kept.
+# that takes the one before it: a stage then idles its workers up to 2 s per close pair of reports and ~3 s
+# at its end (benchmarks/stage_overhead.py). 0.5 s costs the controller a few RPCs a second. A value the
+# user set is kept.
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 HEALTH_CHECK_INTERVAL_S = "0.5"
 
