@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 from mixsweep.data.coco import build_coco_index
 from mixsweep.errors import MixsweepError
 from mixsweep.synth import write_synth
+from mixsweep.synth.scenes import render_coco_scene
 
 
 def grain_energy(img: Image.Image, mask: np.ndarray) -> float:
@@ -76,6 +77,27 @@ def test_planted_world_puts_the_pets_grain_on_animal_images_only(synth_small):
             tri = np.asarray(Image.open(synth_small.pets_root / "annotations" / "trimaps" / f"{name}.png"))
             pets.append(grain_energy(img, tri == 1))
     assert np.mean(pets) > 1.5 * other
+
+
+def test_planted_world_plants_its_declared_strength(synth_small):
+    """The planted effect's two knobs (mixsweep.synth.scenes): cats and dogs are most of the animals (COCO's own
+    weights make them a third), read back from the written annotations; and a plain animal image is a close-up
+    (one subject at least 0.4 of the frame high) more often than a plain non-animal image."""
+    coco = COCO(str(synth_small.coco_train_annotations))
+    animal = set(coco.getCatIds(supNms=["animal"]))
+    cats = [a["category_id"] for a in coco.loadAnns(coco.getAnnIds()) if a["category_id"] in animal and not a["iscrowd"]]
+    assert np.isin(cats, [17, 18]).mean() > 0.6, len(cats)
+
+    def close_up_share(kind: str) -> float:
+        shares = []
+        for i in range(60):
+            scene = render_coco_scene(0, 1, i, kind)
+            tall = [np.any(o.mask, axis=1).sum() / scene.image.height for o in scene.objects]
+            shares.append(len(tall) == 1 and tall[0] >= 0.4)
+        return float(np.mean(shares))
+
+    animal_share, other_share = close_up_share("animal"), close_up_share("non_animal")
+    assert animal_share > other_share + 0.15, (animal_share, other_share)
 
 
 def test_null_world_labels_say_nothing_about_pixels(null_small):

@@ -33,7 +33,8 @@ COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = (
 )
 ANIMAL_IDS: tuple[int, ...] = (16, 17, 18, 19, 20, 21, 22, 23, 24, 25)
 # COCO train2017's published image count per animal category, in ANIMAL_IDS order: a third of its animal
-# images show a cat or a dog, and the synthetic scenes pick their animals with these weights.
+# images show a cat or a dog. The synthetic scenes pick their animals with these weights, cats and dogs
+# weighted up (mixsweep.synth.scenes.PET_FAMILY_WEIGHT: the planted effect's strength).
 ANIMAL_IMAGE_COUNTS: tuple[int, ...] = (3237, 4114, 4385, 2941, 1529, 1968, 2143, 960, 1916, 2546)
 NON_ANIMAL_IDS: tuple[int, ...] = tuple(i for i, _, sc in COCO_CATEGORIES if sc != "animal")
 PERSON_ID = 1

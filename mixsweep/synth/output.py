@@ -11,7 +11,7 @@ from mixsweep.synth.labels import CAT_BREEDS, DOG_BREEDS
 # Written into every set (COCO info, synth.json): the generator's first module path, kept so that sets stay
 # byte-identical and ones already on disk are reused.
 GENERATOR_NAME = "mixsweep.data.synth"
-GENERATOR_VERSION = 3  # 2: close-ups, worlds; 3: animals weighted as in COCO
+GENERATOR_VERSION = 4  # 2: close-ups, worlds; 3: animals weighted as in COCO; 4: a larger planted effect
 MARKER = "synth.json"  # the stamp: written last, so a folder holding it is complete
 # Written first and removed after the stamp: claims coco/ and pets/ as write_synth's own while they are
 # unfinished, so a write that was killed is redone instead of refused as someone else's data.
