@@ -264,8 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=commands.cmd_suggest)
 
     s = sub.add_parser("demo", help="the demo study on a synthetic world with a known answer, then its report",
-                       description="Run the demo study (3 animal fractions x 3 seeds, supervised-MAE and ResNet-18 "
-                                   "baselines; tiny MAE, local Ray on CPU, W&B offline) on a synthetic world "
+                       description="Run the demo study (animal fractions 0 and 1 x 8 seeds; the verdict is the frozen-encoder "
+                                   "probe's test loss, declared in the packaged spec's effect: section; "
+                                   "random-encoder probe and supervised-MAE baselines; tiny MAE, local Ray on CPU, "
+                                   "W&B offline) on a synthetic world "
                                    "and write its report under ./runs/demo-<world>-s<seed>/: the planted world "
                                    "(pre-training on more animals should help) or the null world (it cannot). "
                                    "--tour instead walks the data path step by step.")

@@ -132,12 +132,15 @@ def _effect_section(entries: list[dict]) -> list[str]:
     primary = next((e for e in entries if e["role"] == "primary"), None)
     declared = (f"the primary endpoint was declared before the run: {primary['declared']}, alpha "
                 f"{primary['alpha']:g}" if primary else "no primary endpoint")
+    methods = sorted({e["method"] for e in entries if e["role"] != "transfer"})
+    what = " and ".join({"mae": "end-to-end fine-tunes", "probe": "frozen-encoder probes"}.get(m, m) for m in methods)
     lines = ["## Effect of the animal fraction", "",
-             f"Over the MAE fine-tunes, paired by seed: per seed the metric at the high minus the low animal fraction, "
+             f"Over the pre-trained MAEs' {what or 'fine-tunes'}, paired by seed: per seed the metric at the high minus "
+             "the low animal fraction, "
              f"then a paired t-test over seeds; {declared}. Only the primary test gives the verdict; the others are "
              "secondary, two-sided, with Holm-adjusted p-values. The slope (per seed over its fractions, then over "
              "seeds) is descriptive. For the loss, lower is better.", ""]
-    lines += [markdown_table(pd.DataFrame(rows)) if rows else "No finished MAE fine-tunes.", ""]
+    lines += [markdown_table(pd.DataFrame(rows)) if rows else "No finished stages to compare.", ""]
     for e in entries:
         if e["role"] == "transfer":
             lines += [effect.transfer_sentence(e), ""]
