@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=commands.cmd_suggest)
 
     s = sub.add_parser("demo", help="the demo study on a synthetic world with a known answer, then its report",
-                       description="Run the demo study (animal fractions 0 and 1 x 8 seeds; the verdict is the frozen-encoder "
+                       description="Run the demo study (animal fractions 0 and 1, paired over seeds; the verdict is the frozen-encoder "
                                    "probe's test loss, declared in the packaged spec's effect: section; "
                                    "random-encoder probe and supervised-MAE baselines; tiny MAE, local Ray on CPU, "
                                    "W&B offline) on a synthetic world "
