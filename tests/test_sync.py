@@ -272,16 +272,18 @@ def test_a_killed_attempt_superseded_by_a_later_one_is_sent(tmp_path):
     root = tmp_path / "store"
     tracker = tracking.Tracker(project="mixsweep-test", mode="offline", root=root, flush_s=0.1)
     run = tracking._init(wandb, tracker, "offline", id="pt-k", resume="allow")
-    run.log({"loss": 1.0}, step=0)
+    run.log({"loss": 1.0}, step=0, commit=True)
     live = Path(run.dir).parent
-    deadline = time.time() + 20
-    while time.time() < deadline and not tracking.read_offline_run(live)["history"]:
+    deadline = time.time() + 60
+    while not tracking.read_offline_run(live)["history"]:
+        assert time.time() < deadline, "wandb never wrote the committed step"
         time.sleep(0.1)
     killed = root / "wandb" / "offline-run-20200101_000000-pt-k"  # older than the live folder's name
     shutil.copytree(live, killed)  # a copy taken mid-run: history, no exit record
     run.finish()
     empty = _fake_run(root / "wandb", "pt-k")  # 20260101: older too, and unreadable
-    assert tracking.read_offline_run(killed)["exit_code"] is None
+    copied = tracking.read_offline_run(killed)
+    assert copied["exit_code"] is None and [r["_step"] for r in copied["history"]] == [0]
     lines: list[str] = []
     assert sync.sync_store(Store(root), {"project": "mixsweep-test"}, say=lines.append, dry_run=True) == 0
     text = "\n".join(lines)

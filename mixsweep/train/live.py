@@ -99,7 +99,7 @@ class LiveRun:
             tracking.declare_inputs(run, wandb, tracking.artifact_inputs(s.config))
         for row in self.backlog:
             if "epoch" in row and int(row["epoch"]) not in logged:
-                run.log(tracking.plain_values(row), step=int(row["epoch"]))
+                run.log(tracking.plain_values(row), step=int(row["epoch"]), commit=True)
                 logged.add(int(row["epoch"]))
         return run, wandb, logged
 
@@ -121,7 +121,8 @@ class LiveRun:
                     if step in logged:
                         continue
                     images = tracking.wandb_images(wandb, pictures, "pictures", what)
-                    run.log({**tracking.plain_values(row), **images}, step=step)
+                    # commit: wandb would hold the row until the next step's, a whole epoch late
+                    run.log({**tracking.plain_values(row), **images}, step=step, commit=True)
                     logged.add(step)
                 elif kind == "outputs":
                     tracking.log_artifacts(run, wandb, payload)
