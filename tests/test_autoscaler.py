@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import free_ports
+from conftest import free_ports, synth_data_section
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -88,11 +88,12 @@ def fake_cluster():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def gpu_spec(tmp: Path, **resources) -> Path:
-    """A small synthetic sweep whose stages all ask for a GPU: one pre-training, then two fine-tune sizes."""
+def gpu_spec(tmp: Path, synth, **resources) -> Path:
+    """A small synthetic sweep whose stages all ask for a GPU: one pre-training, then two fine-tune sizes. Its
+    data: the session's synthetic set, by path (the driver renders none)."""
     gpu = {"num_workers": 1, "use_gpu": True, "cpus_per_worker": 2, **resources}
     spec = {"name": "gpu", "grid": {"animal_fractions": [1.0], "finetune_fractions": [0.5, 1.0], "seeds": [0]},
-            "data": {"synth": {"scale": "small", "seed": 0}}, "preset": "tiny", "mixture": {"pack_size": 64},
+            "data": synth_data_section(synth), "preset": "tiny", "mixture": {"pack_size": 64},
             "pretrain": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "blr": 1.5e-3},
             # Long enough that the second fine-tune starts (its node launched, ~3 s here) before the first ends.
             "finetune": {"epochs": 8, "batch_size": 16, "warmup_epochs": 1, "blr": 1e-2},
@@ -110,8 +111,8 @@ def mixsweep_run(cluster, spec: Path, timeout: float) -> subprocess.CompletedPro
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def test_a_request_no_node_type_can_hold_is_refused_in_one_line(fake_cluster, tmp_path):
-    run = mixsweep_run(fake_cluster, gpu_spec(tmp_path, gpus_per_worker=4), timeout=300)
+def test_a_request_no_node_type_can_hold_is_refused_in_one_line(fake_cluster, synth_small, tmp_path):
+    run = mixsweep_run(fake_cluster, gpu_spec(tmp_path, synth_small, gpus_per_worker=4), timeout=300)
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
     assert lines[-1].startswith("mixsweep: error: resources.pretrain: 1 workers × (2 CPU, 4 GPU) can never be placed")
@@ -119,8 +120,8 @@ def test_a_request_no_node_type_can_hold_is_refused_in_one_line(fake_cluster, tm
     assert not (tmp_path / "store" / "tune").exists()  # refused before any trial
 
 
-def test_a_gpu_sweep_on_a_cluster_with_no_gpu_node_finishes_on_launched_nodes(fake_cluster, tmp_path):
-    run = mixsweep_run(fake_cluster, gpu_spec(tmp_path), timeout=900)
+def test_a_gpu_sweep_on_a_cluster_with_no_gpu_node_finishes_on_launched_nodes(fake_cluster, synth_small, tmp_path):
+    run = mixsweep_run(fake_cluster, gpu_spec(tmp_path, synth_small), timeout=900)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
     assert "can grow to node types of" in out and "gpu_node (2 CPU, 1 GPU; at most 2)" in out

@@ -17,7 +17,7 @@ import warnings
 import pytest
 import yaml
 
-from conftest import finetune_config
+from conftest import finetune_config, synth_data_section
 from fixtures import COCO_CASES, write_coco_fixture, write_torchvision_pets
 from mixsweep.cli import main
 from mixsweep.data.packed import PackItem
@@ -106,9 +106,9 @@ def test_storage_not_writable(tmp_path, capsys):
     assert f"storage: {tmp_path / 'a-file' / 'store'} is not writable" in msg
 
 
-def test_unreachable_cluster_address_loses_nothing(tmp_path):
+def test_unreachable_cluster_address_loses_nothing(tmp_path, synth_small):
     """Refused in seconds (ray.init alone retries for minutes), and a stage already finished stays."""
-    path = spec_file(tmp_path)
+    path = spec_file(tmp_path, data=synth_data_section(synth_small))  # the subprocess renders no world
     store = Store(tmp_path / "store")
     stage = build_plan(load_spec(path), store).stages[0]
     (tmp_path / "state.pt").write_bytes(b"weights")  # a done pre-training has its checkpoint (else run reruns it)

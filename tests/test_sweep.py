@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import HEAD_RESOURCE, node_ids
+from conftest import HEAD_RESOURCE, node_ids, synth_data_section
 from mixsweep.spec import load_spec
 from mixsweep.sweep.plan import build_plan
 from mixsweep.sweep.store import Store
@@ -469,7 +469,7 @@ def _checkpointed_epoch(run_dir) -> int:
     return max(epochs, default=-1)
 
 
-def test_trial_kill_and_driver_kill_resume_the_interrupted_stage(ray_local, tmp_path):
+def test_trial_kill_and_driver_kill_resume_the_interrupted_stage(ray_local, synth_small, tmp_path):
     """The fine-tune trains inside its Tune trial. SIGKILL that trial's process in epoch 1: Tune restarts the
     trial (max_failures), which resumes from epoch 0's checkpoint. Then SIGKILL `mixsweep run` in the resumed
     trial's epoch 2: the same command finishes the sweep, runs the finished pre-training 0 times and resumes
@@ -481,6 +481,7 @@ def test_trial_kill_and_driver_kill_resume_the_interrupted_stage(ray_local, tmp_
     path = write_spec(tmp_path / "k.yaml", tmp_path / "store", fractions=(0.25,), finetune=(1.0,), max_failures=1)
     spec = yaml.safe_load(path.read_text())
     spec["finetune"] = finetune
+    spec["data"] = synth_data_section(synth_small)  # the driver's process renders no world of its own
     path.write_text(yaml.safe_dump(spec))
     store = Store(tmp_path / "store")
     ft = next(s for s in build_plan(load_spec(path), store).stages if s.kind == "finetune")
@@ -634,8 +635,9 @@ def test_the_readmes_python_example_runs_as_written(swept):
 
 
 def test_recipe_axes_run_extend_and_report_per_value(swept):
-    """A pre-training axis, then a fine-tune axis, on the swept store: each extension runs exactly its new
-    stages (the section's own values are the stages that ran), and the report is per axis value."""
+    """A pre-training axis and a fine-tune axis added to the swept store at once: the run trains exactly the
+    new stages (the sections' own values are the stages that ran; a fine-tune axis adds no pre-training), and
+    the report is per axis value."""
     from mixsweep import tracking
     from mixsweep.cli import main
     from mixsweep.sweep.run import run_sweep
@@ -645,25 +647,27 @@ def test_recipe_axes_run_extend_and_report_per_value(swept):
     path = write_spec(root / "axes.yaml", root / "store", finetune=(1.0,))
     data = yaml.safe_load(path.read_text())
     data["grid"]["pretrain.epochs"] = [2, 3]
+    data["grid"]["finetune.blr"] = [1e-2, 2e-2]
     path.write_text(yaml.safe_dump(data, sort_keys=False))  # facets follow the spec's order
     before = result_times(store)
     plan = run_sweep(load_spec(path), str(path))
     after = result_times(store)
     assert {k: after[k] for k in before} == before, "a finished stage ran again"
-    new = {plan.by_key()[k].kind for k in set(after) - set(before)}, len(set(after) - set(before))
-    assert new == ({"pretrain", "finetune"}, 4)  # 2 pre-trainings of 3 epochs, each fine-tuned once
-    data["grid"]["finetune.blr"] = [1e-2, 2e-2]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))  # facets follow the spec's order
-    plan = run_sweep(load_spec(path), str(path))
-    added = set(result_times(store)) - set(after)
-    assert plan.counts()["done"] == 12 and len(added) == 4
-    assert {(plan.by_key()[k].kind, plan.by_key()[k].axes["finetune.blr"]) for k in added} == {("finetune", 2e-2)}
+    added = set(after) - set(before)
+    assert plan.counts()["done"] == 12 and len(added) == 8
+    ran = sorted((plan.by_key()[k].kind, plan.by_key()[k].axes["pretrain.epochs"],
+                  plan.by_key()[k].axes.get("finetune.blr")) for k in added)
+    # 2 pre-trainings of 3 epochs (one per fraction), and every fine-tune but the 2 the swept grid holds
+    assert ran == sorted([("pretrain", 3, None)] * 2 + [("finetune", 2, 2e-2)] * 2
+                         + [("finetune", 3, 1e-2)] * 2 + [("finetune", 3, 2e-2)] * 2), ran
     # W&B: the axis values are config entries and tags of each new run.
-    for key in added:
+    for key in (k for k in added if plan.by_key()[k].kind == "finetune"):
         (folder,) = tracking.run_folders(store.root, tracking.run_id(key))
         run = tracking.read_offline_run(folder)
-        assert run["config"]["finetune.blr"] == 2e-2 and "finetune.blr=0.02" in run["tags"]
-        assert f"pretrain.epochs={plan.by_key()[key].axes['pretrain.epochs']}" in run["tags"]
+        axes = plan.by_key()[key].axes
+        assert run["config"]["finetune.blr"] == axes["finetune.blr"]
+        assert f"finetune.blr={axes['finetune.blr']:g}" in run["tags"]
+        assert f"pretrain.epochs={axes['pretrain.epochs']}" in run["tags"]
     assert main(["report", str(path)]) == 0
     out = store.root / "reports" / "t"
     import pandas as pd
