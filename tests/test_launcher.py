@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import free_ports
+from conftest import free_ports, synth_data_section
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -112,9 +112,11 @@ def launcher_config(tmp: Path, ray_tmp: Path, key: Path, ports: dict) -> Path:
     return path
 
 
-def cut_smoke_spec(tmp: Path) -> Path:
-    """sweeps/smoke.yaml, cut from 22 stages to 2 (a pre-training and its fine-tune, no baseline) for CI time."""
+def cut_smoke_spec(tmp: Path, synth) -> Path:
+    """sweeps/smoke.yaml, cut from 22 stages to 2 (a pre-training and its fine-tune, no baseline) for CI time,
+    reading the session's synthetic set by path (the job renders none)."""
     spec = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
+    spec["data"] = synth_data_section(synth)
     spec["grid"].update({"animal_fractions": [1.0], "finetune_fractions": [1.0], "seeds": [0]})
     spec["baselines"] = []
     spec["storage"] = str(tmp / "store")
@@ -133,7 +135,7 @@ def ray_cli(*args: str, timeout: float, token: str = "") -> subprocess.Completed
                           env=env, stdin=subprocess.DEVNULL)
 
 
-def test_ray_up_submit_sweep_ray_down(loopback_sshd, tmp_path):
+def test_ray_up_submit_sweep_ray_down(loopback_sshd, synth_small, tmp_path):
     import pandas as pd
 
     names = ["gcs", "dashboard", "client", "agent", "agent_grpc", "env_agent", "metrics", "node_manager",
@@ -151,7 +153,7 @@ def test_ray_up_submit_sweep_ray_down(loopback_sshd, tmp_path):
         # file_mounts synced the project to the head (the throwaway home stands in for /root there).
         assert (loopback_sshd["home"] / "mixsweep" / "pyproject.toml").is_file()
 
-        spec = cut_smoke_spec(tmp_path)
+        spec = cut_smoke_spec(tmp_path, synth_small)
         t1 = time.time()
         job = ray_cli("job", "submit", "--address", f"http://127.0.0.1:{ports['dashboard']}", "--",
                       str(VENV_BIN / "mixsweep"), "run", str(spec), timeout=600, token=loopback_sshd["token"])

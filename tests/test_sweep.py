@@ -459,7 +459,7 @@ def _wait_for(condition, what: str, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while not condition():
         assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+        time.sleep(0.05)
 
 
 def _checkpointed_epoch(run_dir) -> int:

@@ -30,8 +30,9 @@ def _hashes(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory) -> SynthPaths:
-    return write_synth(tmp_path_factory.mktemp("synth") / "a", "small", seed=0)
+def small(synth_small) -> SynthPaths:
+    """The session's small set (write_synth(..., "small", seed=0)); these tests only read it."""
+    return synth_small
 
 
 @pytest.fixture(scope="module")
