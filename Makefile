@@ -21,15 +21,11 @@ system-deps:
 			openssh-server rsync >/dev/null; \
 	else echo "note: no openssh-server/rsync and no root: tests/test_launcher.py will be skipped"; fi
 
-# --no-compile: pip would byte-compile all ~16,000 installed .py files (over a minute of CPU here); Python
-# compiles the few thousand a run imports on first use, once.
-PIP_INSTALL := $(BIN)/python -m pip install -q --no-compile
-
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) $(TORCH_SPEC)
-	$(PIP_INSTALL) -e '.[test]'
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 
 install: $(STAMP)
