@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -95,14 +96,19 @@ def gpu_spec(tmp: Path, synth, **resources) -> Path:
     spec = {"name": "gpu", "grid": {"animal_fractions": [1.0], "finetune_fractions": [0.5, 1.0], "seeds": [0]},
             "data": synth_data_section(synth), "preset": "tiny", "mixture": {"pack_size": 64},
             "pretrain": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "blr": 1.5e-3},
-            # Long enough that the second fine-tune starts (its node launched, ~3 s here) before the first ends.
-            "finetune": {"epochs": 8, "batch_size": 16, "warmup_epochs": 1, "blr": 1e-2},
+            "finetune": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "blr": 1e-2},
             "resources": {"pretrain": gpu, "finetune": gpu, "trial_resources": {"mixsweep_head": 1}},
             "storage": str(tmp / "store"), "wandb": {"mode": "offline", "project": "mixsweep-test"},
             "checkpoint_every": 1}
     path = tmp / "gpu.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+def autoscaler_launches(cluster) -> list[tuple[int, str]]:
+    """The autoscaler's own record of the launches it made, (count, node type) each, from its monitor log."""
+    log = cluster["tmp"] / "ray" / "session_latest" / "logs" / "monitor.log"
+    return [(int(n), t) for n, t in re.findall(r"Launching (\d+) nodes, type (\S+)\.", log.read_text())]
 
 
 def mixsweep_run(cluster, spec: Path, timeout: float) -> subprocess.CompletedProcess:
@@ -133,10 +139,11 @@ def test_a_gpu_sweep_on_a_cluster_with_no_gpu_node_finishes_on_launched_nodes(fa
     assert head not in workers and all("," not in w for w in workers) and 1 <= len(workers) <= 2
     # On the CPU: a fake GPU node has no CUDA, and the result says what the stage trained on.
     assert rows["device"].str.startswith("cpu (").all() and not rows["in_trial"].any()
-    # Two stages at once: the two fine-tunes trained at the same time, on two nodes.
-    ft = rows[rows["kind"] == "finetune"].sort_values("trained_from")
-    assert ft["trained_from"].iloc[1] < ft["trained_until"].iloc[0], ft[["trained_from", "trained_until"]]
-    assert ft["worker_nodes"].nunique() == 2
+    # Two stages asked at once: while the first fine-tune held the one GPU node, the second's worker group
+    # waited for a node, and the autoscaler launched one for it. (Which node the second fine-tune then trained on,
+    # the new one or the first one freed, is a race between two processes: not asserted.)
+    launches = autoscaler_launches(fake_cluster)
+    assert {t for _, t in launches} == {"gpu_node"} and sum(n for n, _ in launches) == 2, (launches, out[-3000:])
     print("\n" + "\n".join(line for line in out.splitlines() if "waiting for" in line or "cluster:" in line))
     t0 = rows["trained_from"].min()
     print(rows.assign(start=rows["trained_from"] - t0, end=rows["trained_until"] - t0)[
