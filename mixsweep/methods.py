@@ -22,6 +22,7 @@ class Method:
     pretrained: bool = False  # fine-tunes a pre-training, so it has an animal fraction
     probe: bool = False  # the encoder frozen, only the head trains (FinetuneJob head "probe")
     scratch: str | None = None  # the same model from random weights: what transfer compares it with
+    vit: bool = True  # builds the spec's ViT preset, so its step's cost scales with the preset
     # Images per second of one training step in a real stage on one NVIDIA H200, base preset, 224 px, the fast
     # path: fine-tune 2,441 and ResNet-50 5,511 measured; a probe runs the encoder forward only (about 3x a
     # fine-tune step) and ResNet-18 does 2.2x fewer FLOPs than ResNet-50 (estimates).
@@ -30,9 +31,10 @@ class Method:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("resnet18", "resnet18", "ResNet-18", step_img_per_s=5511.0 * 2.2,
+    Method("resnet18", "resnet18", "ResNet-18", vit=False, step_img_per_s=5511.0 * 2.2,
            style=dict(color="0.3", linestyle=(0, (3, 2)))),
-    Method("resnet50", "resnet50", "ResNet-50", step_img_per_s=5511.0, style=dict(color="0.15", linestyle=":")),
+    Method("resnet50", "resnet50", "ResNet-50", vit=False, step_img_per_s=5511.0,
+           style=dict(color="0.15", linestyle=":")),
     Method("supervised_mae", "scratch", "Supervised MAE", step_img_per_s=2441.0,
            style=dict(color="0.55", linestyle=(0, (1, 4)))),
     Method("random_probe", "scratch", "Probe, random encoder", probe=True, step_img_per_s=3 * 2441.0,

@@ -153,6 +153,25 @@ def test_plan_cost_counts_fixed_step_epochs(tmp_path):
     assert by_epoch[0.25] < 0.35 * by_epoch[1.0]
 
 
+def test_plan_cost_scales_only_vit_methods_by_preset(tmp_path):
+    """A smaller ViT preset makes MAE-family stages cheaper; a ResNet baseline builds no ViT, so its cost stays."""
+    from mixsweep.spec import parse_spec
+    from mixsweep.sweep.cost import reference_cost
+    from mixsweep.sweep.plan import build_plan
+    from mixsweep.sweep.store import Store
+
+    def costs(preset):
+        spec = parse_spec({"name": "c", "grid": {"animal_fractions": [1.0], "seeds": [0]},
+                           "baselines": ["resnet50", "supervised_mae"], "data": {"synth": {"scale": "small"}},
+                           "preset": preset, "storage": str(tmp_path), "mixture": {"size": 20}})
+        return {s.method: reference_cost(s).step_s for s in build_plan(spec, Store(tmp_path)).stages}
+
+    tiny, base = costs("tiny"), costs("base")
+    assert tiny["resnet50"] == pytest.approx(base["resnet50"])
+    for method in ("mae", "supervised_mae"):
+        assert tiny[method] < 0.01 * base[method]
+
+
 def test_baseline_seeds_thin_only_the_baselines(tmp_path):
     """grid.baseline_seeds runs the costly baselines on fewer seeds; the MAE stages keep every seed."""
     from mixsweep.spec import parse_spec

@@ -99,7 +99,7 @@ def _rate_key(stage: Stage) -> str:
 
 def reference_cost(stage: Stage) -> StageCost:
     """The stage on the reference card."""
-    scale = 1.0 if stage.method.startswith("resnet") else PRESET_COST.get(stage.preset, 1.0)
+    scale = PRESET_COST.get(stage.preset, 1.0) if METHODS[stage.method].vit else 1.0
     rate = PRETRAIN_IMG_PER_S if stage.kind == "pretrain" else METHODS[stage.method].step_img_per_s
     per_image = scale / rate
     step_s = _image_epochs(stage) * per_image
