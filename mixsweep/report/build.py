@@ -200,24 +200,26 @@ def made_with(results: pd.DataFrame) -> list[str]:
 
 
 def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_dir: Path | str,
-                 title: str, design: effect.EffectDesign | None = None, axes=(), note: str = "") -> dict[str, Path]:
+                 title: str, design: effect.EffectDesign | None = None, axes=(), note: str = "",
+                 entries: list[dict] | None = None) -> dict[str, Path]:
     """Write results.parquet, results.md, effect.json and the plots under `out_dir`; returns file name -> path.
 
     results.md opens with one sentence saying whether the animal fraction's effect on test IoU (binary) is
     there (effect.effect_sentence); effect.json holds the numbers behind it. A plot with nothing to draw (say,
     no fine-tunes yet) is left out and results.md says why. With recipe `axes` (result columns such as
-    "pretrain.epochs"), the report is per axis value: see write_axes_report.
+    "pretrain.epochs"), the report is per axis value: see write_axes_report. `entries`: the effect entries of
+    these results when the caller has them (facets.effect_by_axes'), so that they are worked out once.
     """
     axes = [a for a in axes if a in results.columns]
     if axes:
-        return write_axes_report(results, histories, out_dir, title, design, axes)
+        return write_axes_report(results, histories, out_dir, title, design, axes, entries)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     paths["results.parquet"] = write_table(pa.Table.from_pandas(results, preserve_index=False),
                                            out_dir / "results.parquet")
     df = analyze.clean(results)
-    entries = effect.effect(results, design)
+    entries = effect.effect(results, design) if entries is None else entries
     paths["effect.json"] = write_effect(entries, out_dir / "effect.json")
 
     plot_lines = []
@@ -268,7 +270,8 @@ def write_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_di
 
 
 def write_axes_report(results: pd.DataFrame, histories: dict[str, list[dict]], out_dir: Path | str, title: str,
-                      design: effect.EffectDesign | None, axes: list[str]) -> dict[str, Path]:
+                      design: effect.EffectDesign | None, axes: list[str],
+                      entries: list[dict] | None = None) -> dict[str, Path]:
     """The report of a sweep with recipe axes: at the top, the declared test once per value of the axes that
     shape it (one Holm-adjusted family: facets.effect_by_axes), by_axis.png (the endpoint and the degradation
     curve, one line per value) and the stages with their axis columns; under facets/<values>/, a whole report
@@ -278,7 +281,7 @@ def write_axes_report(results: pd.DataFrame, histories: dict[str, list[dict]], o
     paths: dict[str, Path] = {}
     paths["results.parquet"] = write_table(pa.Table.from_pandas(results, preserve_index=False),
                                            out_dir / "results.parquet")
-    entries = facets.effect_by_axes(results, design, axes)
+    entries = facets.effect_by_axes(results, design, axes) if entries is None else entries
     paths["effect.json"] = write_effect(entries, out_dir / "effect.json")
     df = analyze.clean(results)
     md = [f"# {title}", "", facets.family_sentence(entries), ""]
@@ -291,7 +294,7 @@ def write_axes_report(results: pd.DataFrame, histories: dict[str, list[dict]], o
     table = facets.axes_table(entries)
     md += [markdown_table(table) if not table.empty else "No finished stage of the declared method yet.", ""]
     try:
-        paths["by_axis.png"] = plots.plot_by_axis(results, axes, out_dir / "by_axis.png", design)
+        paths["by_axis.png"] = plots.plot_by_axis(results, axes, out_dir / "by_axis.png", design, entries)
         md += ["![by_axis.png](by_axis.png)", ""]
     except plots.NothingToPlot as e:
         (out_dir / "by_axis.png").unlink(missing_ok=True)

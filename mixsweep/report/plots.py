@@ -206,10 +206,12 @@ def plot_pretrain_loss(results: pd.DataFrame, histories: dict[str, list[dict]], 
     return _save(fig, path)
 
 
-def plot_by_axis(results: pd.DataFrame, axes, path: str | Path, design: EffectDesign | None = None) -> Path:
+def plot_by_axis(results: pd.DataFrame, axes, path: str | Path, design: EffectDesign | None = None,
+                 entries: list[dict] | None = None) -> Path:
     """The declared endpoint against animal fraction, one line (mean, 95% t-band over seeds) per value of the
     axes that shape it; beside it the end-to-end fine-tunes' test IoU (the paper's degradation curve) per value
-    of the axes that shape them, at the largest fine-tune size."""
+    of the axes that shape them, at the largest fine-tune size. Titled with the verdict of `entries`
+    (facets.effect_by_axes', worked out here when not given)."""
     design = design or EffectDesign()
     panels = [(design.method, design.metric, design.finetune_fraction)]
     if (design.method, design.metric) != ("mae", "test_iou_binary"):
@@ -230,7 +232,8 @@ def plot_by_axis(results: pd.DataFrame, axes, path: str | Path, design: EffectDe
             drawn.append((method, metric, lines))
     if not drawn:
         raise NothingToPlot("no finished fine-tunes or probes at any recipe axis value")
-    sentence = textwrap.fill(facets.family_sentence(facets.effect_by_axes(results, design, axes)), width=70 * len(drawn))
+    entries = facets.effect_by_axes(results, design, axes) if entries is None else entries
+    sentence = textwrap.fill(facets.family_sentence(entries), width=70 * len(drawn))
     fig, ax_row = _figure(len(drawn), width=6.0, height=4.6 + 0.12 * sentence.count("\n"))
     cmap = colormaps["tab10"]
     for ax, (method, metric, lines) in zip(ax_row, drawn):

@@ -102,9 +102,9 @@ def make_report(spec, console: Console | None = None, out: Path | str | None = N
     console = console or Console()
     out = report_folder(spec, store, out, console)
     axes = [a.name for a in spec.recipe_axes]
-    paths = write_report(results, histories, out, title=f"mixsweep report: {spec.name}", design=spec.effect.design(),
-                         axes=axes)
     entries = spec_effect(spec, results)
+    paths = write_report(results, histories, out, title=f"mixsweep report: {spec.name}", design=spec.effect.design(),
+                         axes=axes, entries=entries)
     sentence = effect_sentence_of(entries)
     console.print(sentence, markup=False, highlight=False, soft_wrap=True)
     for line in made_with(results):
